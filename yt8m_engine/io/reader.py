@@ -1,0 +1,270 @@
+"""TF-free reader of YouTube-8M TFRecords into numpy batches (Numba wire decoding, no TensorFlow)."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .. import format as fmt
+from ..errors import Yt8mError
+from . import proto
+from .tfrecord import CRC_TABLES, E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, read_file_bytes, scan_records
+
+
+def resolve_files(pattern: str) -> list[str]:
+    """Files matching a glob (or several, comma-separated), sorted; an error when nothing matches."""
+    files: list[str] = []
+    for part in [p.strip() for p in pattern.split(",") if p.strip()]:
+        part = fmt.expand_path(part)
+        if glob.has_magic(part):
+            files.extend(f for f in glob.glob(part) if os.path.isfile(f))
+        elif os.path.isfile(part):
+            files.append(part)
+        elif os.path.isdir(part):
+            raise Yt8mError(f"{part}: is a directory; give a file pattern such as '{os.path.join(part, '*.tfrecord')}'")
+    files = sorted(set(files))
+    if not files:
+        raise Yt8mError(f"no files match {pattern!r}")
+    return files
+
+
+@dataclass
+class Batch:
+    """Decoded records. Variable-length lists are CSR: values plus offsets of length n + 1."""
+
+    ids: list[str]
+    label_offsets: np.ndarray
+    labels: np.ndarray
+    num_frames: np.ndarray | None = None       # int32 [n] (frame level)
+    frames: np.ndarray | None = None           # uint8 [n, T, D] (frame level), zero padded
+    features: np.ndarray | None = None         # float32 [n, D] (video level)
+    segment_offsets: np.ndarray | None = None
+    segment_labels: np.ndarray | None = None
+    segment_starts: np.ndarray | None = None
+    segment_scores: np.ndarray | None = None
+    path: str = ""
+    record_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def dense_labels(self, num_classes: int = fmt.NUM_CLASSES) -> np.ndarray:
+        out = np.zeros((len(self), num_classes), np.float32)
+        rows = np.repeat(np.arange(len(self)), np.diff(self.label_offsets))
+        out[rows, self.labels] = 1.0
+        return out
+
+    def video_labels(self, i: int) -> np.ndarray:
+        return self.labels[self.label_offsets[i]:self.label_offsets[i + 1]]
+
+
+def describe(code: int, aux: np.ndarray, spec: fmt.FeatureSpec, num_classes: int) -> str:
+    keys = list(proto.CONTEXT_KEYS) + list(spec.names)
+    a0, a1, a2 = (int(x) for x in aux)
+    key = keys[a0] if 0 <= a0 < len(keys) else "?"
+    if code == E_TRUNCATED:
+        return "truncated record (the file ends inside it); the rest of the file cannot be read"
+    if code == E_LENGTH_CRC:
+        return "length CRC mismatch (corrupt record header); the rest of the file cannot be read"
+    if code == E_PAYLOAD_CRC:
+        return "payload CRC mismatch (corrupt record data)"
+    if code == proto.E_PROTO:
+        what = "tf.train.SequenceExample" if spec.frame_level else "tf.train.Example"
+        return f"payload is not a valid {what} protobuf"
+    if code == proto.E_MISSING:
+        if a0 >= proto.K_FEATURE0:
+            kind = "feature list" if spec.frame_level else "feature"
+            return (f"missing required {kind} '{key}' (is this a "
+                    f"{'video' if spec.frame_level else 'frame'}-level file? check --frame_features / --feature_names)")
+        return "missing required feature 'id' (nor legacy 'video_id')"
+    if code == proto.E_TYPE:
+        return f"feature '{key}' is a {proto.KIND_NAMES[a1]}, expected {_expected_kind(a0, spec)}"
+    if code == proto.E_FRAME_LEN:
+        return f"frame {a1} of '{spec.names[a0]}' has {a2} bytes, expected {spec.sizes[a0]}"
+    if code == proto.E_FRAME_VALUES:
+        return f"frame {a1} of '{spec.names[a0]}' holds {a2} byte strings, expected 1"
+    if code == proto.E_VIDEO_LEN:
+        return f"feature '{key}' has {a1} floats, expected {spec.sizes[a0 - proto.K_FEATURE0]}"
+    if code == proto.E_CLASS:
+        return f"class id {a1} in '{key}' is outside [0, {num_classes})"
+    if code == proto.E_SEG_START:
+        return f"segment start time {a1} is outside the video's {a2} frames"
+    if code == proto.E_SEG_LISTS:
+        return (f"segment lists differ in length: {a0} segment_labels, {a1} segment_start_times, "
+                f"{a2} segment_scores")
+    if code == proto.E_ID:
+        return f"feature 'id' must hold exactly one byte string, found {a1}"
+    return f"unknown error code {code}"
+
+
+def _expected_kind(key_code: int, spec: fmt.FeatureSpec) -> str:
+    if key_code in (proto.K_ID, proto.K_VIDEO_ID):
+        return "bytes_list"
+    if key_code == proto.K_SEG_SCORES:
+        return "float_list"
+    if key_code >= proto.K_FEATURE0:
+        return "bytes_list" if spec.frame_level else "float_list"
+    return "int64_list"
+
+
+class Reader:
+    """Reads YouTube-8M TFRecord files into `Batch`es without TensorFlow.
+
+    spec: which features (frame-level SequenceExample feature lists, or video-level Example floats).
+    segments: also decode and validate segment_labels / segment_start_times / segment_scores.
+    skip_corrupt: skip bad records (counted in `corrupt`, described in `problems`) instead of raising.
+    copy_frames: False validates every frame but does not copy it (inspect).
+    """
+
+    def __init__(self, spec: fmt.FeatureSpec | None = None, *, segments: bool = False,
+                 max_frames: int = fmt.MAX_FRAMES, num_classes: int = fmt.NUM_CLASSES,
+                 skip_corrupt: bool = False, copy_frames: bool = True, check_crc: bool = True):
+        self.spec = spec or fmt.FeatureSpec.default(True)
+        self.segments = segments
+        self.max_frames = int(max_frames)
+        self.num_classes = int(num_classes)
+        self.skip_corrupt = skip_corrupt
+        self.copy_frames = copy_frames
+        self.check_crc = check_crc
+        self.corrupt = 0
+        self.problems: list[str] = []
+        self._ktab, self._koff = proto.key_table(proto.CONTEXT_KEYS)
+        self._ftab, self._foff = proto.key_table(self.spec.names)
+        self._sizes = np.array(self.spec.sizes, np.int64)
+
+    # -- files -------------------------------------------------------------------------------
+    def read(self, pattern_or_files, batch_size: int = 256) -> Iterator[Batch]:
+        files = resolve_files(pattern_or_files) if isinstance(pattern_or_files, str) else list(pattern_or_files)
+        for path in files:
+            yield from self.read_file(path, batch_size)
+
+    def read_file(self, path: str, batch_size: int = 256) -> Iterator[Batch]:
+        buf = read_file_bytes(path)
+        yield from self.parse_buffer(buf, path, batch_size)
+
+    def frame(self, buf: np.ndarray, path: str):
+        """Scan a file's framing. Returns (offsets, lengths, status) with framing problems handled."""
+        if buf.size == 0:
+            self._problem(path, None, "file is empty (0 bytes), not a TFRecord file")
+            z = np.zeros(0, np.int64)
+            return z, z, np.zeros(0, np.int32)
+        return scan_records(buf, self.check_crc, CRC_TABLES)
+
+    def parse_buffer(self, buf: np.ndarray, path: str, batch_size: int = 256) -> Iterator[Batch]:
+        offs, lens, status = self.frame(buf, path)
+        for start in range(0, len(offs), batch_size):
+            sl = slice(start, start + batch_size)
+            yield self.parse_records(buf, offs[sl], lens[sl], status[sl], path, start)
+
+    # -- records -----------------------------------------------------------------------------
+    def _problem(self, path: str, record: int | None, message: str) -> None:
+        where = f"{path}" if record is None else f"{path}: record {record}"
+        if not self.skip_corrupt:
+            raise Yt8mError(f"{where}: {message}")
+        self.corrupt += 1
+        if len(self.problems) < 100:
+            self.problems.append(f"{where}: {message}")
+
+    def parse_records(self, buf, offs, lens, status, path: str, first_index: int) -> Batch:
+        spec = self.spec
+        seq = spec.frame_level
+        err, aux, vs, ve, cnt, fs, fe, nfr = proto.locate_and_count(
+            buf, offs, lens, status, seq, self._ktab, self._koff, self._ftab, self._foff, self._sizes,
+            self.num_classes, self.segments)
+        lab_tmp = np.empty(max(1, int(cnt[:, proto.K_LABELS].max(initial=0)),
+                               int(cnt[:, proto.K_SEG_LABELS].max(initial=0))), np.int64)
+        seg_tmp = np.empty(max(1, int(cnt[:, proto.K_SEG_START].max(initial=0))), np.int64)
+        proto.check_values(buf, err, aux, vs, ve, cnt, nfr, self.num_classes, self.segments, lab_tmp, seg_tmp)
+        bad = np.flatnonzero(err)
+        for r in bad:
+            self._problem(path, first_index + int(r), describe(int(err[r]), aux[r], spec, self.num_classes))
+        good = err == 0
+        rows = np.full(len(err), -1, np.int64)
+        rows[good] = np.arange(int(good.sum()))
+        n = int(good.sum())
+
+        def csr(counts):
+            off = np.zeros(n + 1, np.int64)
+            np.cumsum(counts[good], out=off[1:])
+            return off
+
+        lab_off = csr(cnt[:, proto.K_LABELS])
+        labels = np.empty(lab_off[-1], np.int64)
+        if self.segments:
+            seg_off = csr(cnt[:, proto.K_SEG_LABELS])
+        else:
+            seg_off = np.zeros(n + 1, np.int64)
+        m = int(seg_off[-1])
+        seg_labels = np.empty(m, np.int64)
+        seg_starts = np.empty(m, np.int64)
+        seg_scores = np.empty(m, np.float32)
+        id_off = np.zeros(n + 1, np.int64)
+        id_lens = (ve[:, proto.K_ID] - vs[:, proto.K_ID])[good]  # upper bound: the BytesList span
+        np.cumsum(id_lens, out=id_off[1:])
+        id_bytes = np.zeros(max(1, int(id_off[-1])), np.uint8)
+        id_len = np.zeros(n, np.int64)
+        num_frames = None
+        frames = None
+        video = None
+        if seq:
+            num_frames = np.minimum(nfr[good, 0], self.max_frames).astype(np.int32)
+            t = int(num_frames.max(initial=0)) if self.copy_frames else 0
+            frames = np.zeros((n, t, spec.total_size), np.uint8)
+            video_u8 = np.zeros((1, 1), np.uint8)
+        else:
+            video = np.zeros((n, spec.total_size), np.float32)
+            video_u8 = video.view(np.uint8)
+        proto.fill(buf, err, vs, ve, fs, fe, seq, self._sizes, self.max_frames, rows,
+                   lab_off, labels, seg_off, seg_labels, seg_starts, seg_scores.view(np.uint8), id_off, id_bytes, id_len,
+                   frames if frames is not None else np.zeros((1, 1, 1), np.uint8), video_u8,
+                   self.segments, self.copy_frames)
+        raw = id_bytes.tobytes()
+        ids = [raw[id_off[i]:id_off[i] + id_len[i]].decode("utf-8", "replace") for i in range(n)]
+        return Batch(ids=ids, label_offsets=lab_off, labels=labels, num_frames=num_frames,
+                     frames=frames if self.copy_frames else None, features=video,
+                     segment_offsets=seg_off if self.segments else None,
+                     segment_labels=seg_labels if self.segments else None,
+                     segment_starts=seg_starts if self.segments else None,
+                     segment_scores=seg_scores if self.segments else None,
+                     path=path, record_index=first_index + np.flatnonzero(good))
+
+
+def read_all(pattern: str, spec: fmt.FeatureSpec | None = None, **kw) -> Batch:
+    """Read every record of the matching files into one Batch (small data, tests)."""
+    reader = Reader(spec, **kw)
+    return concat(list(reader.read(pattern, batch_size=1 << 30)))
+
+
+def concat(batches: list[Batch]) -> Batch:
+    if not batches:
+        raise Yt8mError("no records")
+    if len(batches) == 1:
+        return batches[0]
+
+    def cat_csr(offs, vals):
+        out_off = [np.zeros(1, np.int64)]
+        base = 0
+        for o in offs:
+            out_off.append(o[1:] + base)
+            base += o[-1]
+        return np.concatenate(out_off), np.concatenate(vals)
+
+    b0 = batches[0]
+    lab_off, labels = cat_csr([b.label_offsets for b in batches], [b.labels for b in batches])
+    kw = {}
+    if b0.frames is not None:
+        t = max(b.frames.shape[1] for b in batches)
+        kw["frames"] = np.concatenate([np.pad(b.frames, ((0, 0), (0, t - b.frames.shape[1]), (0, 0))) for b in batches])
+    if b0.num_frames is not None:
+        kw["num_frames"] = np.concatenate([b.num_frames for b in batches])
+    if b0.features is not None:
+        kw["features"] = np.concatenate([b.features for b in batches])
+    if b0.segment_offsets is not None:
+        so, sl = cat_csr([b.segment_offsets for b in batches], [b.segment_labels for b in batches])
+        kw.update(segment_offsets=so, segment_labels=sl,
+                  segment_starts=np.concatenate([b.segment_starts for b in batches]),
+                  segment_scores=np.concatenate([b.segment_scores for b in batches]))
+    return Batch(ids=[i for b in batches for i in b.ids], label_offsets=lab_off, labels=labels, **kw)
