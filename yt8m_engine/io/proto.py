@@ -474,10 +474,11 @@ def check_values(buf, err, aux, vs, ve, cnt, nfr, num_classes, check_segments, l
 @njit(cache=True, nogil=True)
 def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
          lab_off, labels, seg_off, seg_labels, seg_starts, seg_scores_u8, id_off, id_bytes, id_len,
-         frames, video_u8, check_segments, copy_frames):
+         frame_off, frames, video_u8, check_segments, copy_frames):
     """Pass 2: copy the values of the records with err == 0 into the outputs.
 
     rows[r] is record r's output row (-1 for skipped records); the CSR offsets are per output row.
+    Frames go to a flat [total_frames, D] array: row frame_off[i] + t holds frame t of video i.
     """
     n = err.shape[0]
     nf = feat_sizes.shape[0]
@@ -507,7 +508,8 @@ def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
                     p = fs[r, j]
                     q_end = fe[r, j]
                     t = 0
-                    while p < q_end and t < max_frames:
+                    t_end = frame_off[i + 1] - frame_off[i]
+                    while p < q_end and t < t_end:
                         f, wt, c, d, p = _next_field(buf, p, q_end)
                         if f != 1 or wt != 2:
                             continue
@@ -516,7 +518,7 @@ def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
                         while pp < le:
                             g, wt3, c2, d2, pp = _next_field(buf, pp, le)
                             if g == 1 and wt3 == 2:
-                                frames[i, t, col:col + size] = buf[c2:d2]
+                                frames[frame_off[i] + t, col:col + size] = buf[c2:d2]
                         t += 1
             else:
                 _read_float_bytes(buf, fs[r, j], fe[r, j], video_u8[i], col)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
-from .tfrecord import CRC_TABLES, E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, read_file_bytes, scan_records
+from .tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, read_file_bytes, scan_records
 
 
 def resolve_files(pattern: str) -> list[str]:
@@ -39,7 +39,8 @@ class Batch:
     label_offsets: np.ndarray
     labels: np.ndarray
     num_frames: np.ndarray | None = None       # int32 [n] (frame level)
-    frames: np.ndarray | None = None           # uint8 [n, T, D] (frame level), zero padded
+    frame_offsets: np.ndarray | None = None    # int64 [n + 1]: video i is frames[frame_offsets[i]:frame_offsets[i+1]]
+    frames: np.ndarray | None = None           # uint8 [total_frames, D] (frame level), videos back to back
     features: np.ndarray | None = None         # float32 [n, D] (video level)
     segment_offsets: np.ndarray | None = None
     segment_labels: np.ndarray | None = None
@@ -55,6 +56,18 @@ class Batch:
         out = np.zeros((len(self), num_classes), np.float32)
         rows = np.repeat(np.arange(len(self)), np.diff(self.label_offsets))
         out[rows, self.labels] = 1.0
+        return out
+
+    def video_frames(self, i: int) -> np.ndarray:
+        return self.frames[self.frame_offsets[i]:self.frame_offsets[i + 1]]
+
+    def padded_frames(self, max_frames: int | None = None) -> np.ndarray:
+        """uint8 [n, T, D] with zero padding (T = the longest video, or max_frames)."""
+        t = int(self.num_frames.max(initial=0)) if max_frames is None else int(max_frames)
+        out = np.zeros((len(self), t, self.frames.shape[1]), np.uint8)
+        for i in range(len(self)):
+            v = self.video_frames(i)[:t]
+            out[i, :v.shape[0]] = v
         return out
 
     def video_labels(self, i: int) -> np.ndarray:
@@ -151,7 +164,7 @@ class Reader:
             self._problem(path, None, "file is empty (0 bytes), not a TFRecord file")
             z = np.zeros(0, np.int64)
             return z, z, np.zeros(0, np.int32)
-        return scan_records(buf, self.check_crc, CRC_TABLES)
+        return scan_records(buf, self.check_crc)
 
     def parse_buffer(self, buf: np.ndarray, path: str, batch_size: int = 256) -> Iterator[Batch]:
         offs, lens, status = self.frame(buf, path)
@@ -208,23 +221,28 @@ class Reader:
         id_len = np.zeros(n, np.int64)
         num_frames = None
         frames = None
+        frame_off = np.zeros(1, np.int64)
         video = None
         if seq:
             num_frames = np.minimum(nfr[good, 0], self.max_frames).astype(np.int32)
-            t = int(num_frames.max(initial=0)) if self.copy_frames else 0
-            frames = np.zeros((n, t, spec.total_size), np.uint8)
+            frame_off = np.zeros(n + 1, np.int64)
+            np.cumsum(num_frames, out=frame_off[1:])
+            frames = np.empty((int(frame_off[-1]) if self.copy_frames else 0, spec.total_size), np.uint8)
+            if n and (nfr[good].min(axis=1) < nfr[good, 0]).any():
+                frames[:] = 0  # a feature with fewer frames than the first: zero padded, as the starter
             video_u8 = np.zeros((1, 1), np.uint8)
         else:
             video = np.zeros((n, spec.total_size), np.float32)
             video_u8 = video.view(np.uint8)
         proto.fill(buf, err, vs, ve, fs, fe, seq, self._sizes, self.max_frames, rows,
                    lab_off, labels, seg_off, seg_labels, seg_starts, seg_scores.view(np.uint8), id_off, id_bytes, id_len,
-                   frames if frames is not None else np.zeros((1, 1, 1), np.uint8), video_u8,
+                   frame_off, frames if frames is not None else np.zeros((1, 1), np.uint8), video_u8,
                    self.segments, self.copy_frames)
         raw = id_bytes.tobytes()
         ids = [raw[id_off[i]:id_off[i] + id_len[i]].decode("utf-8", "replace") for i in range(n)]
         return Batch(ids=ids, label_offsets=lab_off, labels=labels, num_frames=num_frames,
-                     frames=frames if self.copy_frames else None, features=video,
+                     frame_offsets=frame_off if seq else None,
+                     frames=frames if (seq and self.copy_frames) else None, features=video,
                      segment_offsets=seg_off if self.segments else None,
                      segment_labels=seg_labels if self.segments else None,
                      segment_starts=seg_starts if self.segments else None,
@@ -256,10 +274,10 @@ def concat(batches: list[Batch]) -> Batch:
     lab_off, labels = cat_csr([b.label_offsets for b in batches], [b.labels for b in batches])
     kw = {}
     if b0.frames is not None:
-        t = max(b.frames.shape[1] for b in batches)
-        kw["frames"] = np.concatenate([np.pad(b.frames, ((0, 0), (0, t - b.frames.shape[1]), (0, 0))) for b in batches])
+        kw["frames"] = np.concatenate([b.frames for b in batches])
     if b0.num_frames is not None:
         kw["num_frames"] = np.concatenate([b.num_frames for b in batches])
+        kw["frame_offsets"] = np.concatenate([[0], np.cumsum(kw["num_frames"], dtype=np.int64)])
     if b0.features is not None:
         kw["features"] = np.concatenate([b.features for b in batches])
     if b0.segment_offsets is not None:

@@ -1,4 +1,4 @@
-"""TFRecord framing: CRC32C, record scanning (Numba) and an atomic writer.
+"""TFRecord framing: record scanning (Numba), CRC32C checks (hardware, `crc32c` package), atomic writer.
 
 A TFRecord file is a sequence of records:
     uint64 length (little endian) | uint32 masked_crc32c(length bytes) | payload | uint32 masked_crc32c(payload)
@@ -9,56 +9,19 @@ import os
 import tempfile
 
 import numpy as np
+from crc32c import crc32c as _crc32c
 from numba import njit
 
 from ..errors import Yt8mError
 
 
-def _make_tables() -> np.ndarray:
-    poly = 0x82F63B78
-    t = np.zeros((8, 256), dtype=np.uint32)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        t[0, i] = c
-    for k in range(1, 8):
-        for i in range(256):
-            t[k, i] = (t[k - 1, i] >> 8) ^ t[0, t[k - 1, i] & 0xFF]
-    return t
+def masked_crc(data) -> int:
+    """TFRecord's masked CRC32C of a bytes-like object (hardware CRC32C from the `crc32c` package)."""
+    c = _crc32c(data)
+    return (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF
 
 
-CRC_TABLES = _make_tables()
 MASK_DELTA = 0xA282EAD8
-
-
-@njit(cache=True, nogil=True)
-def crc32c(buf, start, end, tables):
-    """CRC32C of buf[start:end] (slice-by-8)."""
-    crc = np.uint32(0xFFFFFFFF)
-    i = start
-    while i + 8 <= end:
-        crc ^= np.uint32(buf[i]) | (np.uint32(buf[i + 1]) << 8) | (np.uint32(buf[i + 2]) << 16) | (np.uint32(buf[i + 3]) << 24)
-        crc = (tables[7, crc & 0xFF] ^ tables[6, (crc >> 8) & 0xFF] ^ tables[5, (crc >> 16) & 0xFF]
-               ^ tables[4, crc >> 24] ^ tables[3, buf[i + 4]] ^ tables[2, buf[i + 5]]
-               ^ tables[1, buf[i + 6]] ^ tables[0, buf[i + 7]])
-        i += 8
-    while i < end:
-        crc = tables[0, (crc ^ buf[i]) & 0xFF] ^ (crc >> 8)
-        i += 1
-    return crc ^ np.uint32(0xFFFFFFFF)
-
-
-@njit(cache=True, nogil=True)
-def masked_crc32c(buf, start, end, tables):
-    c = crc32c(buf, start, end, tables)
-    return np.uint32(((c >> np.uint32(15)) | (c << np.uint32(17))) + np.uint32(0xA282EAD8))
-
-
-@njit(cache=True, nogil=True)
-def _read_u32(buf, p):
-    return np.uint32(buf[p]) | (np.uint32(buf[p + 1]) << 8) | (np.uint32(buf[p + 2]) << 16) | (np.uint32(buf[p + 3]) << 24)
-
 
 # Framing status codes (shared with proto.py's record errors).
 OK = 0
@@ -68,32 +31,27 @@ E_PAYLOAD_CRC = 3
 
 
 @njit(cache=True, nogil=True)
-def scan_records(buf, check_crc, tables):
-    """Find every record in a whole file's bytes.
-
-    Returns (offsets, lengths, status): payload offset and length per record, and a status code
-    (OK, E_PAYLOAD_CRC for a record whose framing is sound but whose payload is damaged, or a final
-    E_TRUNCATED / E_LENGTH_CRC entry after which the rest of the file cannot be framed).
-    """
+def _scan(buf):
+    """Walk the record headers. Returns header positions, payload offsets/lengths, stored CRCs, status."""
     n = buf.shape[0]
     cap = 1024
-    offs = np.empty(cap, np.int64)
-    lens = np.empty(cap, np.int64)
-    stat = np.empty(cap, np.int32)
+    out = np.empty((cap, 5), np.int64)  # header, offset, length, stored length crc, stored payload crc
+    stat = np.zeros(cap, np.int32)
     k = 0
     pos = 0
     while pos < n:
         if k == cap:
             cap *= 2
-            o2 = np.empty(cap, np.int64)
-            l2 = np.empty(cap, np.int64)
-            s2 = np.empty(cap, np.int32)
-            o2[:k] = offs[:k]
-            l2[:k] = lens[:k]
+            o2 = np.empty((cap, 5), np.int64)
+            s2 = np.zeros(cap, np.int32)
+            o2[:k] = out[:k]
             s2[:k] = stat[:k]
-            offs, lens, stat = o2, l2, s2
-        offs[k] = pos
-        lens[k] = n - pos
+            out, stat = o2, s2
+        out[k, 0] = pos
+        out[k, 1] = pos
+        out[k, 2] = n - pos
+        out[k, 3] = -1
+        out[k, 4] = -1
         if n - pos < 12:
             stat[k] = E_TRUNCATED
             k += 1
@@ -101,24 +59,46 @@ def scan_records(buf, check_crc, tables):
         length = np.int64(0)
         for b in range(8):
             length |= np.int64(buf[pos + b]) << (8 * b)
-        if check_crc and masked_crc32c(buf, pos, pos + 8, tables) != _read_u32(buf, pos + 8):
-            stat[k] = E_LENGTH_CRC
-            k += 1
-            break
+        crc = np.int64(0)
+        for b in range(4):
+            crc |= np.int64(buf[pos + 8 + b]) << (8 * b)
+        out[k, 3] = crc
         if length < 0 or length > n - pos - 16:
             stat[k] = E_TRUNCATED
             k += 1
             break
         start = pos + 12
-        offs[k] = start
-        lens[k] = length
-        if check_crc and masked_crc32c(buf, start, start + length, tables) != _read_u32(buf, start + length):
-            stat[k] = E_PAYLOAD_CRC
-        else:
-            stat[k] = OK
+        crc = np.int64(0)
+        for b in range(4):
+            crc |= np.int64(buf[start + length + b]) << (8 * b)
+        out[k, 1] = start
+        out[k, 2] = length
+        out[k, 4] = crc
         k += 1
         pos = start + length + 4
-    return offs[:k], lens[:k], stat[:k]
+    return out[:k], stat[:k]
+
+
+def scan_records(buf: np.ndarray, check_crc: bool = True):
+    """Find every record in a whole file's bytes.
+
+    Returns (offsets, lengths, status): payload offset and length per record, and a status code
+    (OK, E_PAYLOAD_CRC for a record whose framing is sound but whose payload is damaged, or a final
+    E_TRUNCATED / E_LENGTH_CRC entry after which the rest of the file cannot be framed).
+    """
+    rec, stat = _scan(buf)
+    if check_crc:
+        mv = memoryview(buf)
+        for k in range(rec.shape[0]):
+            hdr, off, ln, lcrc, pcrc = (int(x) for x in rec[k])
+            if lcrc >= 0 and masked_crc(mv[hdr:hdr + 8]) != lcrc:
+                stat[k] = E_LENGTH_CRC  # the length itself is untrustworthy: stop here
+                rec, stat = rec[:k + 1], stat[:k + 1]
+                rec[k, 1:3] = (hdr, buf.size - hdr)
+                break
+            if stat[k] == OK and masked_crc(mv[off:off + ln]) != pcrc:
+                stat[k] = E_PAYLOAD_CRC
+    return rec[:, 1].copy(), rec[:, 2].copy(), stat
 
 
 def read_file_bytes(path: str) -> np.ndarray:
@@ -130,12 +110,8 @@ def read_file_bytes(path: str) -> np.ndarray:
 
 def frame_record(payload: bytes) -> bytes:
     """One TFRecord frame around payload."""
-    n = len(payload)
-    head = np.frombuffer(n.to_bytes(8, "little"), np.uint8)
-    body = np.frombuffer(payload, np.uint8)
-    hcrc = int(masked_crc32c(head, 0, 8, CRC_TABLES))
-    pcrc = int(masked_crc32c(body, 0, n, CRC_TABLES))
-    return b"".join((head.tobytes(), hcrc.to_bytes(4, "little"), payload, pcrc.to_bytes(4, "little")))
+    head = len(payload).to_bytes(8, "little")
+    return b"".join((head, masked_crc(head).to_bytes(4, "little"), payload, masked_crc(payload).to_bytes(4, "little")))
 
 
 class AtomicWriter:

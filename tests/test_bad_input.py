@@ -1,0 +1,154 @@
+"""Every kind of bad input gives one clear error naming the file, the record and the problem."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from yt8m_engine import Yt8mError
+from yt8m_engine import format as fmt
+from yt8m_engine.io import proto
+from yt8m_engine.io.reader import Reader, read_all
+from yt8m_engine.io.tfrecord import frame_record
+from yt8m_engine.io.writer import frame_level_record
+
+
+def good(i=0, frames=7, labels=(1, 2)):
+    rng = np.random.default_rng(i)
+    return frame_level_record(f"v{i}", list(labels), rgb=rng.integers(0, 256, (frames, 1024), dtype=np.uint8),
+                              audio=rng.integers(0, 256, (frames, 128), dtype=np.uint8))
+
+
+def write(path, payloads, raw_tail=b""):
+    with open(path, "wb") as f:
+        for p in payloads:
+            f.write(frame_record(p))
+        f.write(raw_tail)
+    return str(path)
+
+
+def expect_error(path, pattern, **kw):
+    with pytest.raises(Yt8mError) as e:
+        read_all(path, **kw)
+    msg = str(e.value)
+    assert path in msg
+    assert pattern in msg, msg
+    return msg
+
+
+def test_skip_corrupt_counts(tmp_path):
+    bad = bytearray(frame_record(good(1)))
+    bad[20] ^= 0xFF
+    path = str(tmp_path / "f.tfrecord")
+    with open(path, "wb") as f:
+        f.write(frame_record(good(0)) + bytes(bad) + frame_record(good(2)))
+    expect_error(path, "record 1: payload CRC mismatch")
+    r = Reader(skip_corrupt=True)
+    b = list(r.read(path))[0]
+    assert b.ids == ["v0", "v2"] and r.corrupt == 1 and "record 1" in r.problems[0]
+
+
+def test_truncated_file(tmp_path):
+    data = frame_record(good(0)) + frame_record(good(1))
+    path = str(tmp_path / "t.tfrecord")
+    with open(path, "wb") as f:
+        f.write(data[:-30])
+    expect_error(path, "record 1: truncated record")
+    r = Reader(skip_corrupt=True)
+    assert [x for b in r.read(path) for x in b.ids] == ["v0"] and r.corrupt == 1
+
+
+def test_length_crc_mismatch(tmp_path):
+    data = bytearray(frame_record(good(0)))
+    data[9] ^= 1
+    path = str(tmp_path / "l.tfrecord")
+    open(path, "wb").write(bytes(data))
+    expect_error(path, "record 0: length CRC mismatch")
+
+
+def test_not_a_proto(tmp_path):
+    path = write(tmp_path / "p.tfrecord", [good(0), b"\xff\xff\xff\xff garbage"])
+    expect_error(path, "record 1: payload is not a valid tf.train.SequenceExample")
+
+
+def test_frame_of_wrong_length(tmp_path):
+    ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([1])}
+    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((4, 1000), np.uint8)),
+                                       "audio": proto.frame_feature_list(np.zeros((4, 128), np.uint8))})
+    path = write(tmp_path / "w.tfrecord", [rec])
+    expect_error(path, "record 0: frame 0 of 'rgb' has 1000 bytes, expected 1024")
+
+
+def test_missing_feature(tmp_path):
+    ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([1])}
+    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((4, 1024), np.uint8))})
+    path = write(tmp_path / "m.tfrecord", [rec])
+    expect_error(path, "missing required feature list 'audio'")
+    no_id = proto.sequence_example({"labels": proto.feature_int64([1])},
+                                   {"rgb": proto.frame_feature_list(np.zeros((4, 1024), np.uint8)),
+                                    "audio": proto.frame_feature_list(np.zeros((4, 128), np.uint8))})
+    path = write(tmp_path / "m2.tfrecord", [no_id])
+    expect_error(path, "missing required feature 'id'")
+
+
+def test_video_level_file_read_as_frame_level(synth_dir):
+    import glob
+    path = sorted(glob.glob(f"{synth_dir}/2/video/train*"))[0]
+    expect_error(path, "missing required feature list 'rgb'")
+
+
+def test_class_id_out_of_range(tmp_path):
+    ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([1, 3862])}
+    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((4, 1024), np.uint8)),
+                                       "audio": proto.frame_feature_list(np.zeros((4, 128), np.uint8))})
+    path = write(tmp_path / "c.tfrecord", [rec])
+    expect_error(path, "class id 3862 in 'labels' is outside [0, 3862)")
+
+
+def test_segment_past_frames(tmp_path):
+    ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([3]),
+           "segment_labels": proto.feature_int64([3]), "segment_start_times": proto.feature_int64([10]),
+           "segment_scores": proto.feature_float([1.0])}
+    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((8, 1024), np.uint8)),
+                                       "audio": proto.frame_feature_list(np.zeros((8, 128), np.uint8))})
+    path = write(tmp_path / "s.tfrecord", [rec])
+    expect_error(path, "segment start time 10 is outside the video's 8 frames", segments=True)
+
+
+def test_wrong_feature_type(tmp_path):
+    ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_float([1.0])}
+    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((1, 1024), np.uint8)),
+                                       "audio": proto.frame_feature_list(np.zeros((1, 128), np.uint8))})
+    path = write(tmp_path / "ty.tfrecord", [rec])
+    expect_error(path, "feature 'labels' is a float_list, expected int64_list")
+
+
+def test_empty_file_and_no_match(tmp_path):
+    path = str(tmp_path / "empty.tfrecord")
+    open(path, "wb").close()
+    expect_error(path, "file is empty")
+    with pytest.raises(Yt8mError, match="no files match"):
+        read_all(str(tmp_path / "nothing*.tfrecord"))
+
+
+def test_cli_reports_one_line_without_traceback(tmp_path):
+    path = write(tmp_path / "p.tfrecord", [good(0), b"\xff\xff\xff\xff garbage"])
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "inspect", path, "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0  # inspect counts bad records instead of failing
+    import json
+    totals = json.loads(r.stdout)["totals"]
+    assert totals["records"] == 1 and totals["corrupt"] == 1
+    for key in ("files", "records", "frames", "labels", "rated_segments", "positive_segments", "corrupt"):
+        assert key in totals
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "inspect", str(tmp_path / "zzz*")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no files match" in r.stderr
+
+
+def test_writer_rejects_bad_values(tmp_path):
+    with pytest.raises(Yt8mError, match="class id 4000"):
+        frame_level_record("v", [4000], rgb=np.zeros((2, 1024)), audio=np.zeros((2, 128)))
+    with pytest.raises(Yt8mError, match="shape"):
+        frame_level_record("v", [1], rgb=np.zeros((2, 1000)), audio=np.zeros((2, 128)))
+    assert fmt.quantize(np.array([-3.0, 2.0, 0.0])).tolist() == [0, 255, 128]

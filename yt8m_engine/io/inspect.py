@@ -1,0 +1,133 @@
+"""`yt8m-engine inspect`: check every record of a download and summarise it."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import format as fmt
+from ..errors import Yt8mError
+from . import proto
+from .reader import Reader, resolve_files
+from .tfrecord import read_file_bytes
+
+
+@dataclass
+class FileStats:
+    path: str
+    records: int = 0
+    corrupt: int = 0
+    frames_min: int = 0
+    frames_max: int = 0
+    frames_sum: int = 0
+    labels: int = 0
+    rated_segments: int = 0
+    positive_segments: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class InspectReport:
+    files: list[FileStats] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    kind: str = ""
+    seconds: float = 0.0
+
+    def totals(self) -> dict:
+        recs = sum(f.records for f in self.files)
+        with_frames = [f for f in self.files if f.records]
+        return {
+            "kind": self.kind,
+            "files": len(self.files),
+            "records": recs,
+            "frames": {
+                "total": sum(f.frames_sum for f in self.files),
+                "min": min((f.frames_min for f in with_frames), default=0),
+                "mean": (sum(f.frames_sum for f in self.files) / recs) if recs else 0.0,
+                "max": max((f.frames_max for f in self.files), default=0),
+            },
+            "labels": sum(f.labels for f in self.files),
+            "labels_per_video": (sum(f.labels for f in self.files) / recs) if recs else 0.0,
+            "rated_segments": sum(f.rated_segments for f in self.files),
+            "positive_segments": sum(f.positive_segments for f in self.files),
+            "corrupt": sum(f.corrupt for f in self.files),
+            "bytes": sum(f.bytes for f in self.files),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_dict(self) -> dict:
+        return {"totals": self.totals(), "files": [vars(f) for f in self.files], "problems": self.problems}
+
+    def table(self) -> str:
+        lines = [f"{'file':<40} {'records':>8} {'frames min/mean/max':>20} {'labels/video':>12} "
+                 f"{'rated seg':>9} {'positive':>8} {'corrupt':>7}"]
+        for f in self.files:
+            mean = f.frames_sum / f.records if f.records else 0.0
+            lpv = f.labels / f.records if f.records else 0.0
+            name = os.path.basename(f.path)
+            lines.append(f"{name:<40} {f.records:>8} {f'{f.frames_min}/{mean:.1f}/{f.frames_max}':>20} {lpv:>12.2f} "
+                         f"{f.rated_segments:>9} {f.positive_segments:>8} {f.corrupt:>7}")
+        t = self.totals()
+        fr = t["frames"]
+        frames = f"{fr['min']}/{fr['mean']:.1f}/{fr['max']}"
+        total = f"TOTAL ({t['files']} files, {t['kind']})"
+        lines.append(f"{total:<40} {t['records']:>8} {frames:>20} {t['labels_per_video']:>12.2f} "
+                     f"{t['rated_segments']:>9} {t['positive_segments']:>8} {t['corrupt']:>7}")
+        mb = t["bytes"] / 1e6
+        lines.append(f"{mb:.1f} MB checked in {self.seconds:.2f} s ({mb / max(self.seconds, 1e-9):.0f} MB/s)")
+        return "\n".join(lines)
+
+
+def detect_kind(buf: np.ndarray, path: str) -> bool:
+    """True for frame-level (SequenceExample) files, False for video-level (Example) ones."""
+    r = Reader(fmt.FeatureSpec.default(True), skip_corrupt=True, copy_frames=False)
+    offs, lens, status = r.frame(buf, path)
+    ok = np.flatnonzero(status == 0)
+    if ok.size == 0:
+        return True
+    i = ok[:1]
+    ktab, koff = proto.key_table(proto.CONTEXT_KEYS)
+    ftab, foff = proto.key_table(("rgb",))
+    err, *_ = proto.locate_and_count(buf, offs[i], lens[i], status[i], True, ktab, koff, ftab, foff,
+                                     np.array([1024], np.int64), fmt.NUM_CLASSES, False)
+    return not (err[0] == proto.E_MISSING)
+
+
+def inspect(pattern: str, frame_level: bool | None = None, spec: fmt.FeatureSpec | None = None,
+            batch_size: int = 1024, progress=None) -> InspectReport:
+    """Check framing, CRCs and schema of every record; never raises for bad records (it counts them)."""
+    files = resolve_files(pattern)
+    report = InspectReport()
+    t0 = time.perf_counter()
+    kinds = set()
+    for path in files:
+        st = FileStats(path)
+        buf = read_file_bytes(path)
+        st.bytes = int(buf.size)
+        fl = frame_level if frame_level is not None else detect_kind(buf, path)
+        kinds.add("frame" if fl else "video")
+        file_spec = spec if spec is not None and spec.frame_level == fl else fmt.FeatureSpec.default(fl)
+        reader = Reader(file_spec, segments=True, skip_corrupt=True, copy_frames=False)
+        mins = []
+        for b in reader.parse_buffer(buf, path, batch_size):
+            st.records += len(b)
+            st.labels += int(b.labels.size)
+            st.rated_segments += int(b.segment_labels.size)
+            st.positive_segments += int((b.segment_scores > 0.5).sum())
+            if b.num_frames is not None and len(b):
+                mins.append(int(b.num_frames.min()))
+                st.frames_max = max(st.frames_max, int(b.num_frames.max()))
+                st.frames_sum += int(b.num_frames.sum())
+        st.frames_min = min(mins) if mins else 0
+        st.corrupt = reader.corrupt
+        report.problems.extend(reader.problems[: max(0, 100 - len(report.problems))])
+        report.files.append(st)
+        if progress:
+            progress(st)
+    report.kind = "/".join(sorted(kinds)) if kinds else ""
+    report.seconds = time.perf_counter() - t0
+    if not files:
+        raise Yt8mError(f"no files match {pattern!r}")
+    return report
