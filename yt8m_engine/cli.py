@@ -72,6 +72,28 @@ def inspect(pattern, as_json, frame_features):
 
 
 @cli.command()
+@click.argument("submission")
+@opt("eval-data-pattern", required=True, help="rated frame-level files (e.g. ~/yt8m/3/frame/validate*.tfrecord)")
+@opt("top-n", type=int, default=100000, show_default=True, help="K of MAP@K")
+@opt("segment-label-ids-file", default=None, help="segment class ids (default: the packaged 1000)")
+@opt("skip-corrupt", is_flag=True, help="skip corrupt records instead of failing")
+@opt("no-cache", is_flag=True, help="do not read or write the label cache")
+@opt("json", "as_json", is_flag=True, help="print one JSON object")
+def score(submission, eval_data_pattern, top_n, segment_label_ids_file, skip_corrupt, no_cache, as_json):
+    """Kaggle 2019 segment MAP@K of SUBMISSION (Class,Segments CSV) against rated segments."""
+    from .score import score as run_score
+
+    res = run_score(submission, eval_data_pattern, top_n=top_n, segment_label_ids_file=segment_label_ids_file,
+                    skip_corrupt=skip_corrupt, use_cache=not no_cache)
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"MAP@{res['top_n']}: {res['map']:.6f} over {res['classes']} classes with positive ratings "
+               f"({res['submitted_classes']} submitted, {res['entries']} entries, {res['rated_entries']} rated)")
+    click.echo(f"label cache {res['label_cache']}; times: {res['seconds']}")
+
+
+@cli.command()
 @opt("out-dir", default="runs/demo", show_default=True, help="where the demo writes its data and models")
 @opt("videos", type=int, default=600, show_default=True, help="videos per synthetic split")
 @opt("seed", type=int, default=0, show_default=True)

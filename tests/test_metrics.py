@@ -1,0 +1,159 @@
+"""Metric kernels vs plain reference implementations written from the definitions."""
+import numpy as np
+import pytest
+
+from yt8m_engine.kernels.metrics import VideoMetrics, average_precision, segment_map, topk
+
+
+def ref_ap(scores, labels, numpos=None, n=None):
+    pairs = sorted(zip(scores, labels), key=lambda p: (-p[0], p[1] > 0))  # ties: negatives first
+    if numpos is None:
+        numpos = sum(1 for _, lab in pairs if lab > 0)
+    if n is not None:
+        pairs = pairs[:n]
+        numpos = min(numpos, n)
+    if numpos == 0:
+        return 0.0
+    hits, ap = 0, 0.0
+    for i, (_, lab) in enumerate(pairs):
+        if lab > 0:
+            hits += 1
+            ap += hits / (i + 1)
+    return ap / numpos
+
+
+def ref_topk(row, k):
+    return sorted(range(len(row)), key=lambda c: (-row[c], c))[:k]
+
+
+def ref_metrics(preds, labels, k):
+    n, c = preds.shape
+    pooled, per_class = [], {j: [] for j in range(c)}
+    hits, perr, perr_rows = 0, 0.0, 0
+    for i in range(n):
+        top = ref_topk(preds[i], k)
+        for j in top:
+            pooled.append((preds[i, j], labels[i, j]))
+            per_class[j].append((preds[i, j], labels[i, j]))
+        hits += labels[i, ref_topk(preds[i], 1)[0]]
+        nl = int(labels[i].sum())
+        if nl:
+            perr_rows += 1
+            perr += sum(1 for j in ref_topk(preds[i], nl) if preds[i, j] > 0 and labels[i, j]) / nl
+    gap = ref_ap([p for p, _ in pooled], [lab for _, lab in pooled], numpos=int(labels.sum()))
+    aps = []
+    for j in range(c):
+        npos = int(labels[:, j].sum())
+        if npos:
+            aps.append(ref_ap([p for p, _ in per_class[j]], [lab for _, lab in per_class[j]], numpos=npos))
+    return {"hit_at_one": hits / n, "perr": perr / perr_rows, "gap": gap, "map": float(np.mean(aps))}
+
+
+def random_case(seed, n=60, c=25, levels=6):
+    rng = np.random.default_rng(seed)
+    preds = (rng.integers(0, levels, (n, c)) / levels).astype(np.float32)  # many ties
+    labels = (rng.random((n, c)) < 0.12).astype(np.float32)
+    labels[: n // 6] = 0                      # rows without labels
+    labels[:, : c // 5] = 0                   # classes without positives
+    preds[labels > 0] += 0.2                  # some signal
+    return preds, labels
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 5, 20, 40])
+def test_video_metrics_match_reference(seed, k):
+    preds, labels = random_case(seed)
+    m = VideoMetrics(preds.shape[1], top_k=k)
+    for a in range(0, len(preds), 17):  # streamed in uneven batches
+        m.add_dense(preds[a:a + 17], labels[a:a + 17])
+    got = m.results()
+    ref = ref_metrics(preds, labels, k)
+    for key in ("hit_at_one", "perr", "gap", "map"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-9), key
+
+
+def test_map_keep_empty_classes_and_class_aps():
+    preds, labels = random_case(1)
+    m = VideoMetrics(preds.shape[1], top_k=preds.shape[1])
+    m.add_dense(preds, labels)
+    aps = m.class_aps()
+    empty = labels.sum(0) == 0
+    assert np.isnan(aps[empty]).all() and not np.isnan(aps[~empty]).any()
+    assert m.mean_ap(keep_empty_classes=True) == pytest.approx(np.nanmean(aps) * (~empty).sum() / len(aps))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_average_precision_with_ties_and_cutoff(seed):
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 4, 50).astype(np.float32)
+    y = (rng.random(50) < 0.3).astype(int)
+    for n in (None, 1, 7, 50, 80):
+        for numpos in (None, int(y.sum()) + 3):
+            assert average_precision(s, y, numpos, n) == pytest.approx(ref_ap(s, y, numpos, n), abs=1e-12)
+    assert average_precision(s, np.zeros(50)) == 0.0
+    # ties: a negative tied with a positive ranks first (never optimistic)
+    assert average_precision([1.0, 1.0], [1, 0]) == pytest.approx(0.5)
+
+
+def test_topk_order_and_ties():
+    rng = np.random.default_rng(0)
+    p = rng.integers(0, 3, (40, 30)).astype(np.float32)
+    cls, sc = topk(p, 7)
+    for i in range(40):
+        assert cls[i].tolist() == ref_topk(p[i], 7)
+        np.testing.assert_array_equal(sc[i], p[i, cls[i]])
+
+
+def test_perr_skips_rows_without_labels():
+    preds = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1]], np.float32)
+    labels = np.array([[1, 0, 0], [0, 0, 0]], np.float32)
+    m = VideoMetrics(3, top_k=2)
+    m.add_dense(preds, labels)
+    r = m.results()
+    assert r["perr"] == 1.0           # the starter would report 0.5
+    assert r["hit_at_one"] == 0.5     # Hit@1 counts every video, as the starter
+
+
+def ref_segment_map(submission, ratings, k):
+    """submission: {class: [segment ids in order]}; ratings: {(segment, class): 0/1}."""
+    aps = []
+    for c, segs in submission.items():
+        npos = sum(1 for (s, cc), v in ratings.items() if cc == c and v == 1)
+        if npos == 0:
+            continue
+        kept = [ratings[(s, c)] for s in segs[:k] if (s, c) in ratings]
+        hits, ap = 0, 0.0
+        for i, v in enumerate(kept):
+            if v == 1:
+                hits += 1
+                ap += hits / (i + 1)
+        aps.append(ap / min(npos, k))
+    return float(np.mean(aps)) if aps else 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [3, 10, 100000])
+def test_segment_map_matches_reference(seed, k):
+    rng = np.random.default_rng(seed)
+    segs = [f"v{v}:{5 * s}" for v in range(30) for s in range(6)]
+    classes = [3, 7, 8, 11, 12]
+    ratings = {}
+    for s in segs:
+        for c in classes:
+            if rng.random() < 0.15:
+                ratings[(s, c)] = int(rng.random() < 0.5)
+    submission = {c: list(rng.permutation(segs)[: int(rng.integers(0, 60))]) for c in classes + [15]}
+    sub_class, sub_rank, sub_label = [], [], []
+    for c, lst in submission.items():
+        for r, s in enumerate(lst):
+            sub_class.append(c)
+            sub_rank.append(r)
+            sub_label.append(ratings.get((s, c), -1))
+    pos = {}
+    for (s, c), v in ratings.items():
+        pos[c] = pos.get(c, 0) + v
+    got, per_class = segment_map(np.array(sub_class, np.int64), np.array(sub_rank, np.int64),
+                                 np.array(sub_label, np.int64), pos, top_n=k,
+                                 classes=np.array(list(submission)))
+    assert got == pytest.approx(ref_segment_map(submission, ratings, k), abs=1e-9)
+    assert 15 not in per_class

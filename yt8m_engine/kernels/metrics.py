@@ -1,0 +1,290 @@
+"""YouTube-8M metrics as Numba kernels, with the starter code's definitions.
+
+Definitions (starter code `eval_util.py`, `average_precision_calculator.py`,
+`mean_average_precision_calculator.py`), and where we differ:
+
+* AP (non-interpolated): rank predictions by confidence; AP = sum over the positives at ranks i of
+  precision@i, divided by numpos (the number of positives, or a given total) - with a cut-off n,
+  only the first n ranks count and the divisor is min(numpos, n). numpos == 0 gives 0.
+* Ties (equal confidence): the starter shuffles with a fixed seed before a stable sort, so its result
+  depends on the shuffle. We rank tied negatives before tied positives: deterministic, and never
+  optimistic (the reason for the starter's shuffle).
+* GAP@k: each video's top-k predictions (ties: lower class id first) are pooled and ranked; AP is
+  divided by all positive labels, including those outside the top-k.
+* mAP: per class, AP over the videos whose top-k holds that class, divided by all positives of the
+  class (the starter's `top_k_by_class`); classes without positives are dropped (starter default),
+  `keep_empty_classes=True` counts them as 0.
+* Hit@1: share of videos whose top prediction (ties: lower class id) is a true label.
+* PERR: per video with k labels, the share of true labels among its top-k predictions with
+  confidence > 0. Unlike the starter, videos without labels are skipped (the starter counts them as 0
+  and so lowers PERR by the share of unlabelled videos).
+* Kaggle 2019 segment MAP@K: per class, the submitted segments (truncated at K) keep only the rated
+  (segment, class) pairs; AP over that list is divided by min(positives of the class, K); the mean is
+  over the classes in the submission that have at least one positive rating (0/0 is undefined).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+# -- per-batch kernels ---------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _before(s1, c1, s2, c2):
+    """Rank order within a video: higher score first, then lower class id."""
+    return s1 > s2 or (s1 == s2 and c1 < c2)
+
+
+@njit(cache=True, nogil=True)
+def _topk_row(row, k, out_c, out_s):
+    """The k best (score, class) of one row, in rank order (insertion into a small sorted buffer)."""
+    m = 0
+    for c in range(row.shape[0]):
+        s = row[c]
+        if m == k and not _before(s, c, out_s[k - 1], out_c[k - 1]):
+            continue
+        j = m if m < k else k - 1
+        while j > 0 and _before(s, c, out_s[j - 1], out_c[j - 1]):
+            out_s[j] = out_s[j - 1]
+            out_c[j] = out_c[j - 1]
+            j -= 1
+        out_s[j] = s
+        out_c[j] = c
+        if m < k:
+            m += 1
+    return m
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def topk(preds, k):
+    """Per-row top-k classes and scores of a [n, C] array, in rank order."""
+    n = preds.shape[0]
+    k = min(k, preds.shape[1])
+    cls = np.empty((n, k), np.int32)
+    sc = np.empty((n, k), preds.dtype)
+    for i in prange(n):
+        _topk_row(preds[i], k, cls[i], sc[i])
+    return cls, sc
+
+
+@njit(cache=True, nogil=True)
+def _has_label(labels, a, b, c):
+    for j in range(a, b):
+        if labels[j] == c:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def batch_stats(preds, lab_off, labels, k):
+    """One pass over a batch: top-k, Hit@1, PERR and the top-k label flags.
+
+    preds [n, C]; labels CSR (lab_off [n + 1], labels). Returns (top_cls [n, k], top_score [n, k],
+    top_is_pos uint8 [n, k], hit [n] (0/1), perr [n] (NaN for videos without labels)).
+    """
+    n, nc = preds.shape
+    kk = min(k, nc)
+    top_cls = np.empty((n, kk), np.int32)
+    top_sc = np.empty((n, kk), preds.dtype)
+    top_pos = np.zeros((n, kk), np.uint8)
+    hit = np.zeros(n, np.float64)
+    perr = np.full(n, np.nan)
+    for i in prange(n):
+        a = lab_off[i]
+        b = lab_off[i + 1]
+        nl = b - a
+        m = max(kk, min(nl, nc))
+        cbuf = np.empty(m, np.int32)
+        sbuf = np.empty(m, preds.dtype)
+        _topk_row(preds[i], m, cbuf, sbuf)
+        for j in range(kk):
+            top_cls[i, j] = cbuf[j]
+            top_sc[i, j] = sbuf[j]
+            if _has_label(labels, a, b, cbuf[j]):
+                top_pos[i, j] = 1
+        if nl > 0:
+            if _has_label(labels, a, b, cbuf[0]):
+                hit[i] = 1.0
+            good = 0
+            kl = min(nl, nc)
+            for j in range(kl):
+                if sbuf[j] > 0 and _has_label(labels, a, b, cbuf[j]):
+                    good += 1
+            perr[i] = good / kl
+    return top_cls, top_sc, top_pos, hit, perr
+
+
+# -- AP over ranked lists ------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def ap_sorted(is_pos, numpos, n):
+    """AP of a list already in rank order; n <= 0 means no cut-off."""
+    if numpos <= 0:
+        return 0.0
+    r = is_pos.shape[0]
+    if n > 0:
+        r = min(r, n)
+        numpos = min(numpos, n)
+    hits = 0
+    ap = 0.0
+    for i in range(r):
+        if is_pos[i]:
+            hits += 1
+            ap += hits / (i + 1.0)
+    return ap / numpos
+
+
+@njit(cache=True, nogil=True)
+def ap_groups(is_pos, group_start, numpos, n):
+    """AP of each group of a list sorted by (group, rank): group g is is_pos[group_start[g]:group_start[g+1]]."""
+    g = group_start.shape[0] - 1
+    out = np.zeros(g, np.float64)
+    for j in range(g):
+        out[j] = ap_sorted(is_pos[group_start[j]:group_start[j + 1]], numpos[j], n)
+    return out
+
+
+def rank_order(scores: np.ndarray, is_pos: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """Rank order: by group, then score descending, tied negatives before tied positives."""
+    keys = (is_pos.astype(np.int8), -scores.astype(np.float64))
+    if group is not None:
+        keys = keys + (group,)
+    return np.lexsort(keys)
+
+
+def average_precision(scores, is_pos, numpos: int | None = None, n: int | None = None) -> float:
+    """Non-interpolated AP of one list of predictions (see the module docstring)."""
+    scores = np.asarray(scores)
+    is_pos = np.asarray(is_pos) > 0
+    numpos = int(is_pos.sum()) if numpos is None else int(numpos)
+    order = rank_order(scores, is_pos)
+    return float(ap_sorted(is_pos[order], numpos, n or 0))
+
+
+# -- streaming accumulators ----------------------------------------------------------------------
+class _Growable:
+    """A growable 1-d numpy array (amortised doubling): no Python object per element."""
+
+    def __init__(self, dtype):
+        self.a = np.empty(1024, dtype)
+        self.n = 0
+
+    def extend(self, x: np.ndarray) -> None:
+        x = x.reshape(-1)
+        if self.n + x.size > self.a.size:
+            b = np.empty(max(self.a.size * 2, self.n + x.size), self.a.dtype)
+            b[:self.n] = self.a[:self.n]
+            self.a = b
+        self.a[self.n:self.n + x.size] = x
+        self.n += x.size
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.a[:self.n]
+
+
+class VideoMetrics:
+    """Accumulates Hit@1, PERR, GAP@k and mAP over batches of (predictions, labels).
+
+    Memory: 7 bytes per kept top-k prediction plus one counter per class (the starter keeps a Python
+    tuple per prediction in heaps).
+    """
+
+    def __init__(self, num_classes: int, top_k: int = 20):
+        self.num_classes = int(num_classes)
+        self.top_k = int(top_k)
+        self.positives = np.zeros(num_classes, np.int64)
+        self.hits = 0.0
+        self.perr_sum = 0.0
+        self.perr_rows = 0
+        self.videos = 0
+        self.loss_sum = 0.0
+        self._scores = _Growable(np.float32)
+        self._pos = _Growable(np.uint8)
+        self._cls = _Growable(np.int16 if num_classes < 32768 else np.int32)
+
+    def add(self, predictions: np.ndarray, lab_off: np.ndarray, labels: np.ndarray, loss: float | None = None) -> None:
+        """predictions [n, C] float; labels as CSR (offsets [n + 1], class ids)."""
+        preds = np.ascontiguousarray(predictions, dtype=np.float32)
+        n = preds.shape[0]
+        if n == 0:
+            return
+        labels = np.asarray(labels, np.int64)
+        top_cls, top_sc, top_pos, hit, perr = batch_stats(preds, np.asarray(lab_off, np.int64), labels, self.top_k)
+        self.positives += np.bincount(labels, minlength=self.num_classes)[: self.num_classes]
+        self.hits += float(hit.sum())
+        ok = ~np.isnan(perr)
+        self.perr_sum += float(perr[ok].sum())
+        self.perr_rows += int(ok.sum())
+        self.videos += n
+        if loss is not None:
+            self.loss_sum += float(loss) * n
+        self._scores.extend(top_sc)
+        self._pos.extend(top_pos)
+        self._cls.extend(top_cls.astype(self._cls.a.dtype))
+
+    def add_dense(self, predictions: np.ndarray, dense_labels: np.ndarray, loss: float | None = None) -> None:
+        rows, cls = np.nonzero(np.asarray(dense_labels) > 0)
+        off = np.zeros(len(dense_labels) + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(dense_labels)), out=off[1:])
+        self.add(predictions, off, cls, loss)
+
+    def gap(self) -> float:
+        s, p = self._scores.values, self._pos.values
+        order = rank_order(s, p)
+        return float(ap_sorted(p[order], int(self.positives.sum()), 0))
+
+    def class_aps(self) -> np.ndarray:
+        """AP per class (the starter's per-class calculators over top-k predictions); NaN: no positives."""
+        s, p, c = self._scores.values, self._pos.values, self._cls.values
+        order = rank_order(s, p, c)
+        counts = np.bincount(c, minlength=self.num_classes)
+        start = np.zeros(self.num_classes + 1, np.int64)
+        np.cumsum(counts, out=start[1:])
+        aps = ap_groups(p[order], start, self.positives, 0)
+        aps[self.positives == 0] = np.nan
+        return aps
+
+    def mean_ap(self, keep_empty_classes: bool = False) -> float:
+        aps = self.class_aps()
+        if keep_empty_classes:
+            return float(np.nan_to_num(aps).mean())
+        ok = ~np.isnan(aps)
+        return float(aps[ok].mean()) if ok.any() else 0.0
+
+    def results(self) -> dict:
+        return {
+            "videos": self.videos,
+            "hit_at_one": self.hits / self.videos if self.videos else 0.0,
+            "perr": self.perr_sum / self.perr_rows if self.perr_rows else 0.0,
+            "gap": self.gap(),
+            "map": self.mean_ap(),
+            "loss": self.loss_sum / self.videos if self.videos else 0.0,
+        }
+
+
+def segment_map(sub_class: np.ndarray, sub_rank: np.ndarray, sub_label: np.ndarray,
+                class_positives: dict[int, int] | np.ndarray, top_n: int = 100000,
+                classes: np.ndarray | None = None) -> tuple[float, dict]:
+    """Kaggle 2019 MAP@K from a submission already matched against the ratings.
+
+    sub_class / sub_rank: class and 0-based position of each submitted (class, segment) entry;
+    sub_label: 1 positive rating, 0 negative rating, -1 not rated. class_positives[c]: positive ratings
+    of class c; classes: the classes of the submission (default: those with an entry; a class line
+    with no segments counts too). Returns (MAP, {class: AP}) over the submission's classes with at
+    least one positive rating.
+    """
+    keep = (sub_rank < top_n) & (sub_label >= 0)
+    cls = sub_class[keep]
+    order = np.lexsort((sub_rank[keep], cls))
+    cls = cls[order]
+    is_pos = (sub_label[keep][order] == 1).astype(np.uint8)
+    submitted = np.unique(np.concatenate([sub_class, classes if classes is not None else []]).astype(np.int64))
+    numpos = np.array([int(class_positives[c]) if c < len(class_positives) else 0 for c in submitted]
+                      if isinstance(class_positives, np.ndarray) else
+                      [int(class_positives.get(int(c), 0)) for c in submitted], np.int64)
+    # cls is sorted and every value is in `submitted`, so each class's entries are contiguous
+    start = np.append(np.searchsorted(cls, submitted), cls.size).astype(np.int64)
+    aps = ap_groups(is_pos, start, numpos, top_n)
+    rated = numpos > 0
+    per_class = {int(c): float(a) for c, a, r in zip(submitted, aps, rated) if r}
+    return (float(aps[rated].mean()) if rated.any() else 0.0), per_class

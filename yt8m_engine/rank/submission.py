@@ -1,0 +1,193 @@
+"""Kaggle submission CSVs: segment (`Class,Segments`) and video (`VideoId,LabelConfidencePairs`).
+
+Segment ids are `video:start_frame`. Parsing a 1000-class x 100000-id submission (~1 GB of text) is
+done by a Numba kernel over the file's bytes; ids are matched to ratings by a 64-bit hash of the
+video id, the class and the start frame, then verified byte for byte.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..errors import Yt8mError
+
+SEGMENT_HEADER = "Class,Segments"
+VIDEO_HEADER = "VideoId,LabelConfidencePairs"
+
+
+@njit(cache=True, nogil=True, inline="always")
+def id_hash(buf, a, b):
+    """FNV-1a 64 of buf[a:b]."""
+    h = np.uint64(0xCBF29CE484222325)
+    for i in range(a, b):
+        h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001B3)
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def entry_key(h, cls, start):
+    """Mix (video-id hash, class, start frame) into one 64-bit key (verified exactly on a match)."""
+    k = h ^ (np.uint64(cls) * np.uint64(0x9E3779B97F4A7C15))
+    k = (k ^ (k >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
+    k = k ^ (np.uint64(start) * np.uint64(0x94D049BB133111EB))
+    return k ^ (k >> np.uint64(32))
+
+
+# parse error codes
+P_OK = 0
+P_HEADER = 1
+P_CLASS = 2
+P_TOKEN = 3
+P_DUP_CLASS = 4
+P_UNKNOWN_CLASS = 5
+
+
+@njit(cache=True, nogil=True)
+def _parse(buf, allowed, num_classes):
+    """Parse a segment submission. Returns (status, line, byte pos, line classes, entries...)."""
+    n = buf.shape[0]
+    cap = 1 << 16
+    e_cls = np.empty(cap, np.int64)
+    e_rank = np.empty(cap, np.int64)
+    e_key = np.empty(cap, np.uint64)
+    e_ida = np.empty(cap, np.int64)
+    e_idb = np.empty(cap, np.int64)
+    e_start = np.empty(cap, np.int64)
+    seen = np.zeros(num_classes, np.bool_)
+    line_cls = np.empty(num_classes, np.int64)
+    nlines = 0
+    m = 0
+    # header
+    hdr = "Class,Segments"
+    p = 0
+    ok = n >= len(hdr)
+    if ok:
+        for i in range(len(hdr)):
+            if buf[i] != ord(hdr[i]):
+                ok = False
+                break
+    if ok:
+        p = len(hdr)
+        if p < n and buf[p] == 13:
+            p += 1
+        if p < n and buf[p] != 10:
+            ok = False
+    if not ok:
+        return P_HEADER, 1, 0, line_cls[:0], e_cls[:0], e_rank[:0], e_key[:0], e_ida[:0], e_idb[:0], e_start[:0]
+    p += 1
+    line = 1
+    while p < n:
+        line += 1
+        end = p
+        while end < n and buf[end] != 10:
+            end += 1
+        le = end
+        if le > p and buf[le - 1] == 13:
+            le -= 1
+        if le == p:  # blank line
+            p = end + 1
+            continue
+        # class
+        c = 0
+        q = p
+        while q < le and 48 <= buf[q] <= 57:
+            c = c * 10 + (buf[q] - 48)
+            q += 1
+            if c > 1 << 40:
+                break
+        if q == p or q >= le or buf[q] != 44:
+            return P_CLASS, line, q, line_cls[:0], e_cls[:0], e_rank[:0], e_key[:0], e_ida[:0], e_idb[:0], e_start[:0]
+        if c >= num_classes or not allowed[c]:
+            return P_UNKNOWN_CLASS, line, c, line_cls[:0], e_cls[:0], e_rank[:0], e_key[:0], e_ida[:0], e_idb[:0], e_start[:0]
+        if seen[c]:
+            return P_DUP_CLASS, line, c, line_cls[:0], e_cls[:0], e_rank[:0], e_key[:0], e_ida[:0], e_idb[:0], e_start[:0]
+        seen[c] = True
+        line_cls[nlines] = c
+        nlines += 1
+        q += 1
+        rank = 0
+        while q < le:
+            while q < le and buf[q] == 32:
+                q += 1
+            if q >= le:
+                break
+            ta = q
+            while q < le and buf[q] != 32:
+                q += 1
+            tb = q
+            colon = -1
+            for j in range(tb - 1, ta - 1, -1):
+                if buf[j] == 58:
+                    colon = j
+                    break
+            if colon <= ta or colon == tb - 1:
+                return P_TOKEN, line, ta, line_cls[:0], e_cls[:0], e_rank[:0], e_key[:0], e_ida[:0], e_idb[:0], e_start[:0]
+            s = 0
+            for j in range(colon + 1, tb):
+                d = buf[j]
+                if d < 48 or d > 57 or s > 1 << 40:
+                    return P_TOKEN, line, ta, line_cls[:0], e_cls[:0], e_rank[:0], e_key[:0], e_ida[:0], e_idb[:0], e_start[:0]
+                s = s * 10 + (d - 48)
+            if m == cap:
+                cap *= 2
+                e_cls = _grow(e_cls, cap)
+                e_rank = _grow(e_rank, cap)
+                e_key = _grow(e_key, cap)
+                e_ida = _grow(e_ida, cap)
+                e_idb = _grow(e_idb, cap)
+                e_start = _grow(e_start, cap)
+            e_cls[m] = c
+            e_rank[m] = rank
+            e_key[m] = entry_key(id_hash(buf, ta, colon), c, s)
+            e_ida[m] = ta
+            e_idb[m] = colon
+            e_start[m] = s
+            m += 1
+            rank += 1
+        p = end + 1
+    return P_OK, line, 0, line_cls[:nlines], e_cls[:m], e_rank[:m], e_key[:m], e_ida[:m], e_idb[:m], e_start[:m]
+
+
+@njit(cache=True)
+def _grow(a, cap):
+    b = np.empty(cap, a.dtype)
+    b[:a.shape[0]] = a
+    return b
+
+
+@dataclass
+class SegmentSubmission:
+    path: str
+    buf: np.ndarray            # the file's bytes (ids are spans of it)
+    classes: np.ndarray        # the class of each line, in file order
+    entry_class: np.ndarray
+    entry_rank: np.ndarray     # 0-based position in its class line
+    entry_key: np.ndarray      # uint64 key of (video id, class, start)
+    entry_id_start: np.ndarray
+    entry_id_end: np.ndarray
+    entry_start: np.ndarray    # start frame
+
+
+def read_segment_submission(path: str, allowed_classes: np.ndarray, num_classes: int = 3862) -> SegmentSubmission:
+    """Parse and validate a `Class,Segments` submission; errors name the line and the problem."""
+    try:
+        buf = np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise Yt8mError(f"{path}: cannot read submission ({e.strerror or e})") from None
+    allowed = np.zeros(num_classes, np.bool_)
+    allowed[np.asarray(allowed_classes, np.int64)] = True
+    st, line, pos, line_cls, cls, rank, key, ida, idb, start = _parse(buf, allowed, num_classes)
+    if st == P_HEADER:
+        raise Yt8mError(f"{path}: line 1: the header must be '{SEGMENT_HEADER}'")
+    if st == P_CLASS:
+        raise Yt8mError(f"{path}: line {line}: expected 'class,segment segment ...' with an integer class")
+    if st == P_UNKNOWN_CLASS:
+        raise Yt8mError(f"{path}: line {line}: class {pos} is not one of the {int(allowed.sum())} segment classes")
+    if st == P_DUP_CLASS:
+        raise Yt8mError(f"{path}: line {line}: class {pos} appears on more than one line")
+    if st == P_TOKEN:
+        tok = bytes(buf[pos:pos + 40]).split(b" ")[0].split(b"\n")[0].decode("utf-8", "replace")
+        raise Yt8mError(f"{path}: line {line}: malformed segment id {tok!r} (expected video_id:start_frame)")
+    return SegmentSubmission(path, buf, line_cls, cls, rank, key, ida, idb, start)
