@@ -157,3 +157,16 @@ def test_segment_map_matches_reference(seed, k):
                                  classes=np.array(list(submission)))
     assert got == pytest.approx(ref_segment_map(submission, ratings, k), abs=1e-9)
     assert 15 not in per_class
+
+
+@pytest.mark.parametrize("levels", [3, 50, 0])
+def test_topk_two_pass_path_matches_sort(levels):
+    """Rows long enough for the chunk-maximum bound (>= 16 k classes), with and without ties."""
+    rng = np.random.default_rng(levels)
+    p = rng.random((30, 3862)).astype(np.float32)
+    if levels:
+        p = np.floor(p * levels).astype(np.float32)
+    for k in (1, 20, 100):
+        cls, sc = topk(p, k)
+        for i in range(30):
+            assert cls[i].tolist() == ref_topk(p[i], k)

@@ -35,35 +35,90 @@ def _before(s1, c1, s2, c2):
     return s1 > s2 or (s1 == s2 and c1 < c2)
 
 
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _max16(row, c):
+    m = row[c]
+    for t in range(1, 16):
+        m = max(m, row[c + t])
+    return m
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _insert(s, c, m, k, out_c, out_s):
+    """Insert (s, c) into the sorted buffer of m <= k entries if it ranks in the top k; returns m."""
+    if m == k:
+        if not _before(s, c, out_s[k - 1], out_c[k - 1]):
+            return m
+        j = k - 1
+    else:
+        j = m
+        m += 1
+    while j > 0 and _before(s, c, out_s[j - 1], out_c[j - 1]):
+        out_s[j] = out_s[j - 1]
+        out_c[j] = out_c[j - 1]
+        j -= 1
+    out_s[j] = s
+    out_c[j] = c
+    return m
+
+
 @njit(cache=True, nogil=True)
-def _topk_row(row, k, out_c, out_s):
-    """The k best (score, class) of one row, in rank order (insertion into a small sorted buffer)."""
+def _topk_row(row, k, out_c, out_s, cmax, buf):
+    """The k best (score, class) of one row, in rank order (higher score, then lower class id).
+
+    Two passes: the k-th largest of the 16-element chunk maxima is a lower bound of the k-th score
+    (k chunks each hold a value at least that large), so only chunks reaching it are looked at.
+    """
+    n = row.shape[0]
+    nch = n // 16
     m = 0
-    for c in range(row.shape[0]):
-        s = row[c]
-        if m == k and not _before(s, c, out_s[k - 1], out_c[k - 1]):
-            continue
-        j = m if m < k else k - 1
-        while j > 0 and _before(s, c, out_s[j - 1], out_c[j - 1]):
-            out_s[j] = out_s[j - 1]
-            out_c[j] = out_c[j - 1]
-            j -= 1
-        out_s[j] = s
-        out_c[j] = c
-        if m < k:
-            m += 1
+    thr = -np.inf
+    if nch >= k:
+        for j in range(nch):
+            cmax[j] = _max16(row, 16 * j)
+        # k-th largest chunk maximum, by a small insertion buffer
+        nb = 0
+        for j in range(nch):
+            v = cmax[j]
+            if nb == k and v <= buf[k - 1]:
+                continue
+            i = k - 1 if nb == k else nb
+            if nb < k:
+                nb += 1
+            while i > 0 and v > buf[i - 1]:
+                buf[i] = buf[i - 1]
+                i -= 1
+            buf[i] = v
+        thr = buf[k - 1]
+        for j in range(nch):
+            if cmax[j] >= thr:
+                for c in range(16 * j, 16 * j + 16):
+                    if row[c] >= thr:
+                        m = _insert(row[c], c, m, k, out_c, out_s)
+        for c in range(16 * nch, n):
+            if row[c] >= thr:
+                m = _insert(row[c], c, m, k, out_c, out_s)
+        if m == k:
+            return m
+        m = 0  # NaNs defeated the bound: fall back to the plain scan
+    for c in range(n):
+        m = _insert(row[c], c, m, k, out_c, out_s)
     return m
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def topk(preds, k):
     """Per-row top-k classes and scores of a [n, C] array, in rank order."""
-    n = preds.shape[0]
-    k = min(k, preds.shape[1])
+    n, nc = preds.shape
+    k = min(k, nc)
     cls = np.empty((n, k), np.int32)
     sc = np.empty((n, k), preds.dtype)
-    for i in prange(n):
-        _topk_row(preds[i], k, cls[i], sc[i])
+    nblk = (n + 255) // 256
+    for blk in prange(nblk):
+        cmax = np.empty(nc // 16 + 1, preds.dtype)
+        buf = np.empty(k, preds.dtype)
+        for i in range(blk * 256, min(n, blk * 256 + 256)):
+            _topk_row(preds[i], k, cls[i], sc[i], cmax, buf)
     return cls, sc
 
 
@@ -89,29 +144,42 @@ def batch_stats(preds, lab_off, labels, k):
     top_pos = np.zeros((n, kk), np.uint8)
     hit = np.zeros(n, np.float64)
     perr = np.full(n, np.nan)
-    for i in prange(n):
-        a = lab_off[i]
-        b = lab_off[i + 1]
-        nl = b - a
-        m = max(kk, min(nl, nc))
-        cbuf = np.empty(m, np.int32)
-        sbuf = np.empty(m, preds.dtype)
-        _topk_row(preds[i], m, cbuf, sbuf)
-        for j in range(kk):
-            top_cls[i, j] = cbuf[j]
-            top_sc[i, j] = sbuf[j]
-            if _has_label(labels, a, b, cbuf[j]):
-                top_pos[i, j] = 1
-        if nl > 0:
-            if _has_label(labels, a, b, cbuf[0]):
-                hit[i] = 1.0
-            good = 0
-            kl = min(nl, nc)
-            for j in range(kl):
-                if sbuf[j] > 0 and _has_label(labels, a, b, cbuf[j]):
-                    good += 1
-            perr[i] = good / kl
+    maxl = 0
+    for i in range(n):
+        maxl = max(maxl, lab_off[i + 1] - lab_off[i])
+    mm = max(kk, min(maxl, nc))
+    nblk = (n + 255) // 256
+    for blk in prange(nblk):
+        cmax = np.empty(nc // 16 + 1, preds.dtype)
+        buf = np.empty(mm, preds.dtype)
+        cbuf = np.empty(mm, np.int32)
+        sbuf = np.empty(mm, preds.dtype)
+        for i in range(blk * 256, min(n, blk * 256 + 256)):
+            _row_stats(preds[i], labels, lab_off[i], lab_off[i + 1], kk, i, top_cls, top_sc, top_pos, hit, perr,
+                       cbuf, sbuf, cmax, buf)
     return top_cls, top_sc, top_pos, hit, perr
+
+
+@njit(cache=True, nogil=True)
+def _row_stats(row, labels, a, b, kk, i, top_cls, top_sc, top_pos, hit, perr, cbuf, sbuf, cmax, buf):
+    nc = row.shape[0]
+    nl = b - a
+    m = max(kk, min(nl, nc))
+    _topk_row(row, m, cbuf, sbuf, cmax, buf)
+    for j in range(kk):
+        top_cls[i, j] = cbuf[j]
+        top_sc[i, j] = sbuf[j]
+        if _has_label(labels, a, b, cbuf[j]):
+            top_pos[i, j] = 1
+    if nl > 0:
+        if _has_label(labels, a, b, cbuf[0]):
+            hit[i] = 1.0
+        good = 0
+        kl = min(nl, nc)
+        for j in range(kl):
+            if sbuf[j] > 0 and _has_label(labels, a, b, cbuf[j]):
+                good += 1
+        perr[i] = good / kl
 
 
 # -- AP over ranked lists ------------------------------------------------------------------------
@@ -143,12 +211,21 @@ def ap_groups(is_pos, group_start, numpos, n):
     return out
 
 
-def rank_order(scores: np.ndarray, is_pos: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
-    """Rank order: by group, then score descending, tied negatives before tied positives."""
-    keys = (is_pos.astype(np.int8), -scores.astype(np.float64))
+def rank_keys(scores: np.ndarray, is_pos: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """uint64 keys whose ascending order is the rank order: by group, then score descending, then
+    tied negatives before tied positives; the low bit is the positive flag."""
+    b = np.ascontiguousarray(scores, np.float32).view(np.uint32)
+    asc = np.where(b & np.uint32(0x80000000), ~b, b | np.uint32(0x80000000))  # order-preserving
+    keys = ((~asc).astype(np.uint64) << np.uint64(1)) | (np.asarray(is_pos) > 0).astype(np.uint64)
     if group is not None:
-        keys = keys + (group,)
-    return np.lexsort(keys)
+        keys |= group.astype(np.uint64) << np.uint64(33)
+    return keys
+
+
+def ranked_flags(scores, is_pos, group=None) -> np.ndarray:
+    """Positive flags (uint8) in rank order (see rank_keys)."""
+    keys = rank_keys(scores, is_pos, group)
+    return (np.sort(keys) & np.uint64(1)).astype(np.uint8)  # numpy's SIMD sort where the CPU has it
 
 
 def average_precision(scores, is_pos, numpos: int | None = None, n: int | None = None) -> float:
@@ -156,8 +233,7 @@ def average_precision(scores, is_pos, numpos: int | None = None, n: int | None =
     scores = np.asarray(scores)
     is_pos = np.asarray(is_pos) > 0
     numpos = int(is_pos.sum()) if numpos is None else int(numpos)
-    order = rank_order(scores, is_pos)
-    return float(ap_sorted(is_pos[order], numpos, n or 0))
+    return float(ap_sorted(ranked_flags(scores, is_pos), numpos, n or 0))
 
 
 # -- streaming accumulators ----------------------------------------------------------------------
@@ -229,18 +305,17 @@ class VideoMetrics:
         self.add(predictions, off, cls, loss)
 
     def gap(self) -> float:
-        s, p = self._scores.values, self._pos.values
-        order = rank_order(s, p)
-        return float(ap_sorted(p[order], int(self.positives.sum()), 0))
+        flags = ranked_flags(self._scores.values, self._pos.values)
+        return float(ap_sorted(flags, int(self.positives.sum()), 0))
 
     def class_aps(self) -> np.ndarray:
         """AP per class (the starter's per-class calculators over top-k predictions); NaN: no positives."""
-        s, p, c = self._scores.values, self._pos.values, self._cls.values
-        order = rank_order(s, p, c)
+        c = self._cls.values
+        flags = ranked_flags(self._scores.values, self._pos.values, c)
         counts = np.bincount(c, minlength=self.num_classes)
         start = np.zeros(self.num_classes + 1, np.int64)
         np.cumsum(counts, out=start[1:])
-        aps = ap_groups(p[order], start, self.positives, 0)
+        aps = ap_groups(flags, start, self.positives, 0)
         aps[self.positives == 0] = np.nan
         return aps
 
