@@ -191,3 +191,97 @@ def read_segment_submission(path: str, allowed_classes: np.ndarray, num_classes:
         tok = bytes(buf[pos:pos + 40]).split(b" ")[0].split(b"\n")[0].decode("utf-8", "replace")
         raise Yt8mError(f"{path}: line {line}: malformed segment id {tok!r} (expected video_id:start_frame)")
     return SegmentSubmission(path, buf, line_cls, cls, rank, key, ida, idb, start)
+
+
+# -- writers -------------------------------------------------------------------------------------
+class IdTable:
+    """Video ids of the processed files, addressable by segment key (file index, ordinal in file)."""
+
+    def __init__(self, num_files: int):
+        self.file_base = np.full(num_files, -1, np.int64)
+        self._ids: list[bytes] = []
+
+    def add_file(self, file_index: int, ids: list[str]) -> None:
+        if self.file_base[file_index] < 0:
+            self.file_base[file_index] = len(self._ids)
+        self._ids.extend(i.encode() for i in ids)
+
+    def arrays(self):
+        off = np.zeros(len(self._ids) + 1, np.int64)
+        np.cumsum([len(i) for i in self._ids], out=off[1:])
+        data = np.frombuffer(b"".join(self._ids), np.uint8) if self._ids else np.zeros(0, np.uint8)
+        return self.file_base, off, data
+
+
+@njit(cache=True, nogil=True)
+def _ndigits(v):
+    d = 1
+    while v >= 10:
+        v //= 10
+        d += 1
+    return d
+
+
+@njit(cache=True, nogil=True)
+def _put_int(out, p, v):
+    d = _ndigits(v)
+    for i in range(d - 1, -1, -1):
+        out[p + i] = 48 + v % 10
+        v //= 10
+    return p + d
+
+
+@njit(cache=True, nogil=True)
+def _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, write):
+    """Lines 'class,vid:start vid:start ...\\n' for classes in the given order; returns the byte size."""
+    p = 0
+    for li in range(classes.shape[0]):
+        j = classes[li, 1]
+        if write:
+            p = _put_int(out, p, classes[li, 0])
+            out[p] = 44
+        else:
+            p += _ndigits(classes[li, 0])
+        p += 1
+        for i in range(counts[j]):
+            k = keys[j, i]
+            f = k >> 40
+            ordv = (k >> 16) & 0xFFFFFF
+            start = k & 0xFFFF
+            row = file_base[f] + ordv
+            a = id_off[row]
+            b = id_off[row + 1]
+            if i > 0:
+                if write:
+                    out[p] = 32
+                p += 1
+            if write:
+                out[p:p + (b - a)] = id_bytes[a:b]
+            p += b - a
+            if write:
+                out[p] = 58
+                p = _put_int(out, p + 1, start)
+            else:
+                p += 1 + _ndigits(start)
+        if write:
+            out[p] = 10
+        p += 1
+    return p
+
+
+def segment_csv_bytes(class_ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, ids: IdTable) -> bytes:
+    """The Kaggle segment submission: header, then one line per class in ascending class id."""
+    order = np.argsort(class_ids, kind="stable")
+    classes = np.stack([np.asarray(class_ids, np.int64)[order], order.astype(np.int64)], axis=1)
+    file_base, id_off, id_bytes = ids.arrays()
+    dummy = np.zeros(0, np.uint8)
+    size = _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, dummy, False)
+    out = np.empty(size, np.uint8)
+    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, True)
+    return (SEGMENT_HEADER + "\n").encode() + out.tobytes()
+
+
+def video_csv_lines(ids: list[str], classes: np.ndarray, scores: np.ndarray) -> str:
+    """'VideoId,LabelConfidencePairs' lines: top-k classes and scores, by descending score."""
+    return "".join(f"{vid}," + " ".join(f"{int(c)} {float(s):.6f}" for c, s in zip(cr, sr)) + "\n"
+                   for vid, cr, sr in zip(ids, classes, scores))

@@ -1,0 +1,197 @@
+"""Streaming per-class top-N of segment scores (Numba), memory O(classes x N) whatever the data size.
+
+Each class keeps a candidate buffer of (score, key) of capacity N + N/4 and a running threshold:
+a score below the class's threshold costs one comparison. When a buffer fills, it is cut back to
+its N best (by selection, not a sort) and the threshold rises to the N-th score. Ranking order is
+total: higher score first, then the smaller key, so any split of the data (batches, shards) gives
+the same result.
+
+A segment key is (file index << 40) | (video ordinal in its file << 16) | start frame: data order,
+stable across runs and shards (the file index is taken in the sorted list of all input files).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+def segment_keys(file_index: int, video_ordinal: np.ndarray, start: np.ndarray) -> np.ndarray:
+    return (np.int64(file_index) << np.int64(40)) | (video_ordinal.astype(np.int64) << np.int64(16)) | start.astype(np.int64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _better(s1, k1, s2, k2):
+    return s1 > s2 or (s1 == s2 and k1 < k2)
+
+
+@njit(cache=True, nogil=True)
+def _compact(bs, bk, cnt, n):
+    """Keep the n best of bs[:cnt], bk[:cnt] in place; returns (new count, threshold score)."""
+    if cnt <= n:
+        return cnt, -np.inf
+    t = np.partition(bs[:cnt].copy(), cnt - n)[cnt - n]  # the n-th largest score
+    # all scores > t are kept; scores == t fill the remaining places by the smallest keys
+    above = 0
+    for i in range(cnt):
+        if bs[i] > t:
+            above += 1
+    room = n - above
+    tie_keys = np.empty(cnt - above, np.int64)
+    m = 0
+    for i in range(cnt):
+        if bs[i] == t:
+            tie_keys[m] = bk[i]
+            m += 1
+    tie_keys = np.sort(tie_keys[:m])
+    kmax = tie_keys[room - 1] if room > 0 else np.int64(-1)
+    w = 0
+    for i in range(cnt):
+        s = bs[i]
+        if s > t or (s == t and bk[i] <= kmax):
+            bs[w] = s
+            bk[w] = bk[i]
+            w += 1
+    return w, t
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def push_all(scores, keys, bs, bk, cnt, thr, n, nthreads):
+    """Offer every (segment, class) score: scores [S, J], keys [S]; state bs/bk [J, B], cnt/thr [J]."""
+    nseg, ncls = scores.shape
+    cap = bs.shape[1]
+    per = (ncls + nthreads - 1) // nthreads
+    for t in prange(nthreads):
+        j0 = t * per
+        j1 = min(ncls, j0 + per)
+        for s in range(nseg):
+            row = scores[s]
+            k = keys[s]
+            for j in range(j0, j1):
+                v = row[j]
+                if v < thr[j]:
+                    continue
+                if cnt[j] == cap:
+                    cnt[j], thr[j] = _compact(bs[j], bk[j], cnt[j], n)
+                    if v < thr[j]:
+                        continue
+                bs[j, cnt[j]] = v
+                bk[j, cnt[j]] = k
+                cnt[j] += 1
+
+
+@njit(cache=True, nogil=True)
+def push_topk(scores, keys, top_cls, bs, bk, cnt, thr, n):
+    """The starter's mode: each segment enters only the classes of its own top-k (top_cls [S, k])."""
+    cap = bs.shape[1]
+    for s in range(scores.shape[0]):
+        for i in range(top_cls.shape[1]):
+            j = top_cls[s, i]
+            v = scores[s, j]
+            if v < thr[j]:
+                continue
+            if cnt[j] == cap:
+                cnt[j], thr[j] = _compact(bs[j], bk[j], cnt[j], n)
+                if v < thr[j]:
+                    continue
+            bs[j, cnt[j]] = v
+            bk[j, cnt[j]] = keys[s]
+            cnt[j] += 1
+
+
+@njit(cache=True, nogil=True)
+def _finish(bs, bk, cnt, n, out_s, out_k, out_n):
+    for j in range(bs.shape[0]):
+        c, _ = _compact(bs[j], bk[j], cnt[j], n)
+        # final order: score descending, then key ascending
+        order = np.argsort(bk[j, :c], kind="mergesort")
+        s2 = bs[j, :c][order]
+        k2 = bk[j, :c][order]
+        order2 = np.argsort(-s2.astype(np.float64), kind="mergesort")
+        out_s[j, :c] = s2[order2]
+        out_k[j, :c] = k2[order2]
+        out_n[j] = c
+
+
+class TopN:
+    """Per-class streaming top-N over J classes."""
+
+    def __init__(self, num_classes: int, n: int, capacity_hint: int | None = None, threads: int | None = None):
+        from numba import get_num_threads
+
+        self.n = int(n)
+        # never more than the data can fill: a small run does not pay for N = 100000 up front
+        cap = self.n + max(self.n // 4, 1024)
+        if capacity_hint is not None:
+            cap = min(cap, max(int(capacity_hint), 16))
+        self.bs = np.empty((num_classes, cap), np.float32)
+        self.bk = np.empty((num_classes, cap), np.int64)
+        self.cnt = np.zeros(num_classes, np.int64)
+        self.thr = np.full(num_classes, -np.inf, np.float32)
+        self.threads = threads or get_num_threads()
+
+    def _ensure(self, extra: int) -> None:
+        """Grow the buffers when a capacity hint was too small (cheap: only while N is not reached)."""
+        need = int(self.cnt.max(initial=0)) + extra
+        full = self.n + max(self.n // 4, 1024)
+        if self.bs.shape[1] < full and need > self.bs.shape[1]:
+            cap = min(full, max(need, 2 * self.bs.shape[1]))
+            bs = np.empty((self.bs.shape[0], cap), np.float32)
+            bk = np.empty((self.bs.shape[0], cap), np.int64)
+            bs[:, :self.bs.shape[1]] = self.bs
+            bk[:, :self.bs.shape[1]] = self.bk
+            self.bs, self.bk = bs, bk
+
+    def push(self, scores: np.ndarray, keys: np.ndarray, top_k: int | None = None) -> None:
+        scores = np.ascontiguousarray(scores, np.float32)
+        keys = np.ascontiguousarray(keys, np.int64)
+        self._ensure(scores.shape[0])
+        if top_k is None:
+            push_all(scores, keys, self.bs, self.bk, self.cnt, self.thr, self.n, self.threads)
+        else:
+            from ..kernels.metrics import topk
+
+            cls, _ = topk(scores, top_k)
+            push_topk(scores, keys, cls, self.bs, self.bk, self.cnt, self.thr, self.n)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores [J, M], keys [J, M], counts [J]), each class's row in rank order."""
+        m = int(min(self.n, self.cnt.max(initial=0)))
+        out_s = np.zeros((self.bs.shape[0], m), np.float32)
+        out_k = np.zeros((self.bs.shape[0], m), np.int64)
+        out_n = np.zeros(self.bs.shape[0], np.int64)
+        _finish(self.bs, self.bk, self.cnt, self.n, out_s, out_k, out_n)
+        return out_s, out_k, out_n
+
+
+def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int):
+    """Combine partial rankings (same classes) into one, in the same total order as a single run."""
+    num_classes = parts[0][0].shape[0]
+    total = sum(int(p[2].max(initial=0)) for p in parts)
+    t = TopN(num_classes, n, capacity_hint=max(total, 1))
+    for s, k, c in parts:
+        for j in range(num_classes):
+            m = int(c[j])
+            if m:
+                _offer_class(t, j, s[j, :m], k[j, :m])
+    return t.result()
+
+
+def _offer_class(t: TopN, j: int, s: np.ndarray, k: np.ndarray) -> None:
+    t._ensure(s.size)
+    _push_class(s.astype(np.float32), k.astype(np.int64), t.bs[j], t.bk[j], t.cnt, t.thr, j, t.n)
+
+
+@njit(cache=True, nogil=True)
+def _push_class(s, k, bs, bk, cnt, thr, j, n):
+    cap = bs.shape[0]
+    for i in range(s.shape[0]):
+        v = s[i]
+        if v < thr[j]:
+            continue
+        if cnt[j] == cap:
+            cnt[j], thr[j] = _compact(bs, bk, cnt[j], n)
+            if v < thr[j]:
+                continue
+        bs[cnt[j]] = v
+        bk[cnt[j]] = k[i]
+        cnt[j] += 1

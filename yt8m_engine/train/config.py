@@ -1,0 +1,151 @@
+"""Training configuration: plain data, saved in full in train_dir (and later in the ONNX metadata).
+
+No TensorFlow here, so eval/export/infer can read a config without importing it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from .. import format as fmt
+from ..errors import Yt8mError
+
+CONFIG_FILE = "config.json"
+
+VIDEO_MODELS = ("LogisticModel", "MoeModel")
+FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel", "LstmModel", "NetVladModel", "NeXtVladModel")
+MODELS = VIDEO_MODELS + FRAME_MODELS
+HEADS = ("LogisticModel", "MoeModel", "GatedMoeModel")
+LOSSES = ("CrossEntropyLoss", "HingeLoss", "SoftmaxLoss")
+OPTIMIZERS = {"AdamOptimizer": "adam", "GradientDescentOptimizer": "sgd", "MomentumOptimizer": "momentum",
+              "AdagradOptimizer": "adagrad", "RMSPropOptimizer": "rmsprop",
+              "adam": "adam", "sgd": "sgd", "momentum": "momentum", "adagrad": "adagrad", "rmsprop": "rmsprop"}
+
+
+@dataclass
+class ModelConfig:
+    """What the network is: enough to rebuild it (and to export it) without any flag."""
+
+    model: str = "FrameLevelLogisticModel"
+    feature_names: list = field(default_factory=lambda: ["rgb", "audio"])
+    feature_sizes: list = field(default_factory=lambda: [1024, 128])
+    frame_features: bool = True
+    num_classes: int = fmt.NUM_CLASSES
+    max_frames: int = fmt.MAX_FRAMES
+    l2_penalty: float = 1e-8
+    # heads
+    video_level_classifier_model: str = "MoeModel"
+    moe_num_mixtures: int = 2
+    # DBoF
+    iterations: int = 30
+    dbof_cluster_size: int = 8192
+    dbof_hidden_size: int = 1024
+    dbof_pooling_method: str = "max"
+    dbof_activation: str = "relu6"
+    dbof_add_batch_norm: bool = True
+    sample_random_frames: bool = True
+    # LSTM
+    lstm_cells: int = 1024
+    lstm_layers: int = 2
+    # NetVLAD / NeXtVLAD (2017 / 2018 winners)
+    netvlad_cluster_size: int = 64
+    netvlad_hidden_size: int = 1024
+    nextvlad_cluster_size: int = 64
+    nextvlad_hidden_size: int = 1024
+    nextvlad_groups: int = 8
+    nextvlad_expansion: int = 2
+    gating: bool = True
+    dropout: float = 0.0
+
+    def validate(self) -> "ModelConfig":
+        if self.model not in MODELS:
+            raise Yt8mError(f"unknown --model {self.model!r}; valid models: {', '.join(MODELS)}")
+        if self.video_level_classifier_model not in HEADS:
+            raise Yt8mError(f"unknown --video_level_classifier_model {self.video_level_classifier_model!r}; "
+                            f"valid: {', '.join(HEADS)}")
+        if self.frame_features != (self.model in FRAME_MODELS):
+            kind = "frame-level" if self.model in FRAME_MODELS else "video-level"
+            raise Yt8mError(f"--model {self.model} is {kind}: set --frame_features="
+                            f"{'true' if self.model in FRAME_MODELS else 'false'} (and matching --feature_names)")
+        if len(self.feature_names) != len(self.feature_sizes):
+            raise Yt8mError("--feature_names and --feature_sizes must have the same length")
+        if self.dbof_pooling_method not in ("max", "average"):
+            raise Yt8mError("--dbof_pooling_method must be 'max' or 'average'")
+        if self.dbof_activation not in ("relu6", "relu", "sigmoid"):
+            raise Yt8mError("--dbof_activation must be relu6, relu or sigmoid")
+        if self.model == "NeXtVladModel":
+            d = sum(self.feature_sizes) * self.nextvlad_expansion
+            if d % self.nextvlad_groups:
+                raise Yt8mError(f"--nextvlad_groups ({self.nextvlad_groups}) must divide the expanded feature size ({d})")
+        for name in ("moe_num_mixtures", "iterations", "dbof_cluster_size", "dbof_hidden_size", "lstm_cells",
+                     "lstm_layers", "netvlad_cluster_size", "netvlad_hidden_size", "nextvlad_cluster_size",
+                     "nextvlad_hidden_size", "nextvlad_groups", "nextvlad_expansion", "num_classes"):
+            if getattr(self, name) < 1:
+                raise Yt8mError(f"--{name} must be at least 1")
+        return self
+
+    @property
+    def feature_spec(self) -> fmt.FeatureSpec:
+        return fmt.FeatureSpec(tuple(self.feature_names), tuple(int(s) for s in self.feature_sizes),
+                               self.frame_features)
+
+
+@dataclass
+class TrainConfig:
+    """How it is trained."""
+
+    train_data_pattern: str = ""
+    train_dir: str = "runs/model"
+    segment_labels: bool = False
+    batch_size: int = 1024
+    base_learning_rate: float = 0.01
+    learning_rate_decay: float = 0.95
+    learning_rate_decay_examples: int = 4_000_000
+    num_epochs: int = 5
+    max_steps: int | None = None
+    label_loss: str = "CrossEntropyLoss"
+    regularization_penalty: float = 1.0
+    optimizer: str = "AdamOptimizer"
+    clip_gradient_norm: float = 1.0
+    export_model_steps: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    mixed_precision: bool = False
+    shuffle_buffer: int = 4096
+
+    def validate(self) -> "TrainConfig":
+        if self.label_loss not in LOSSES:
+            raise Yt8mError(f"unknown --label_loss {self.label_loss!r}; valid losses: {', '.join(LOSSES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise Yt8mError(f"unknown --optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.batch_size < 1:
+            raise Yt8mError("--batch_size must be at least 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise Yt8mError("--max_steps must be at least 1")
+        return self
+
+
+def save_config(train_dir: str, model: ModelConfig, train: TrainConfig) -> None:
+    from ..io.tfrecord import AtomicWriter
+
+    with AtomicWriter(os.path.join(train_dir, CONFIG_FILE), "w") as f:
+        json.dump({"model": dataclasses.asdict(model), "train": dataclasses.asdict(train)}, f, indent=2)
+
+
+def load_config(train_dir: str) -> tuple[ModelConfig, TrainConfig]:
+    path = os.path.join(train_dir, CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise Yt8mError(f"{path}: not found; is {train_dir!r} a train_dir written by 'yt8m-engine train'?") from None
+    except (OSError, ValueError) as e:
+        raise Yt8mError(f"{path}: cannot read ({e})") from None
+    return model_config_from_dict(d["model"]), TrainConfig(**d["train"])
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in d.items() if k in known})

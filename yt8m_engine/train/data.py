@@ -1,0 +1,112 @@
+"""tf.data input over the same TFRecords: video-level, frame-level and rated-segment examples.
+
+Each element is (inputs, labels [C] float, weights [C] float): inputs are {"features"} or
+{"frames" uint8 [T, D], "num_frames"}; weights are 1 except for segment examples, where only the
+rated class counts.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .. import format as fmt
+from .config import ModelConfig
+
+
+def _dense(labels, num_classes):
+    labels = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))
+    return tf.reduce_max(tf.one_hot(labels, num_classes, dtype=tf.float32), axis=0) if num_classes else labels
+
+
+def _labels(sparse, num_classes):
+    v = sparse.values if isinstance(sparse, tf.SparseTensor) else sparse
+    return tf.cond(tf.size(v) > 0, lambda: _dense(v, num_classes), lambda: tf.zeros([num_classes], tf.float32))
+
+
+def _frame_parser(cfg: ModelConfig, segments: bool):
+    ctx = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64)}
+    if segments:
+        ctx.update({"segment_labels": tf.io.VarLenFeature(tf.int64),
+                    "segment_start_times": tf.io.VarLenFeature(tf.int64),
+                    "segment_scores": tf.io.VarLenFeature(tf.float32)})
+    seq = {n: tf.io.FixedLenSequenceFeature([], tf.string) for n in cfg.feature_names}
+
+    def parse(record):
+        c, s = tf.io.parse_single_sequence_example(record, context_features=ctx, sequence_features=seq)
+        feats = [tf.reshape(tf.io.decode_raw(s[n], tf.uint8), [-1, size])
+                 for n, size in zip(cfg.feature_names, cfg.feature_sizes)]
+        n = tf.shape(feats[0])[0]
+        feats = [f[:n] for f in feats]
+        frames = tf.concat(feats, axis=1)[: cfg.max_frames]
+        out = {"frames": frames, "num_frames": tf.shape(frames)[0], "labels": _labels(c["labels"], cfg.num_classes)}
+        if segments:
+            out["segment_labels"] = c["segment_labels"].values
+            out["segment_start_times"] = c["segment_start_times"].values
+            out["segment_scores"] = c["segment_scores"].values
+        return out
+
+    return parse
+
+
+def _video_parser(cfg: ModelConfig):
+    spec = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64)}
+    spec.update({n: tf.io.FixedLenFeature([s], tf.float32) for n, s in zip(cfg.feature_names, cfg.feature_sizes)})
+
+    def parse(record):
+        e = tf.io.parse_single_example(record, spec)
+        feats = tf.concat([e[n] for n in cfg.feature_names], axis=0)
+        return ({"features": feats}, _labels(e["labels"], cfg.num_classes), tf.ones([cfg.num_classes]))
+
+    return parse
+
+
+def _segments(cfg: ModelConfig):
+    size = fmt.SEGMENT_SIZE
+
+    def expand(ex):
+        frames = ex["frames"]
+        n = ex["num_frames"]
+
+        def one(start, label, score):
+            start = tf.cast(start, tf.int32)
+            seg = frames[start:start + size]
+            m = tf.shape(seg)[0]
+            seg = tf.pad(seg, [[0, size - m], [0, 0]])
+            onehot = tf.one_hot(label, cfg.num_classes, dtype=tf.float32)
+            return ({"frames": seg, "num_frames": m}, onehot * tf.cast(score > 0.5, tf.float32), onehot)
+
+        keep = ex["segment_start_times"] < tf.cast(n, tf.int64)
+        return tf.data.Dataset.from_tensor_slices((tf.boolean_mask(ex["segment_start_times"], keep),
+                                                   tf.boolean_mask(ex["segment_labels"], keep),
+                                                   tf.boolean_mask(ex["segment_scores"], keep))).map(one)
+
+    return expand
+
+
+def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,
+                 training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle)."""
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if training and num_epochs != 1:
+        ds = ds.repeat(num_epochs)
+    if not cfg.frame_features:
+        ds = ds.map(_video_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(_frame_parser(cfg, segments), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if segments:
+        ds = ds.flat_map(_segments(cfg))
+        if training:
+            ds = ds.shuffle(shuffle_buffer, seed=seed + 1)
+    else:
+        ds = ds.map(lambda ex: ({"frames": ex["frames"], "num_frames": ex["num_frames"]}, ex["labels"],
+                                tf.ones([cfg.num_classes])))
+    d = sum(cfg.feature_sizes)
+    ds = ds.padded_batch(batch_size, padded_shapes=({"frames": [None, d], "num_frames": []}, [cfg.num_classes],
+                                                    [cfg.num_classes]), drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)

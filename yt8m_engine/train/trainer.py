@@ -1,0 +1,210 @@
+"""`yt8m-engine train`: a custom Keras 3 / TF 2 training loop with checkpoints, resume and TensorBoard.
+
+A custom loop (GradientTape + apply_gradients) rather than model.fit: it keeps gradient clipping,
+label weights and the per-step metrics explicit, and it runs under MultiWorkerMirroredStrategy
+where Keras 3's fit does not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import shutil
+import time
+
+import numpy as np
+
+from ..errors import Yt8mError
+from ..io.reader import resolve_files
+from ..kernels.metrics import VideoMetrics
+from .config import CONFIG_FILE, OPTIMIZERS, ModelConfig, TrainConfig, load_config, save_config
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def make_optimizer(tcfg: TrainConfig):
+    import keras
+
+    steps = max(1, tcfg.learning_rate_decay_examples // tcfg.batch_size)
+    lr = keras.optimizers.schedules.ExponentialDecay(tcfg.base_learning_rate, steps, tcfg.learning_rate_decay,
+                                                     staircase=True)
+    kind = OPTIMIZERS[tcfg.optimizer]
+    if kind == "adam":
+        return keras.optimizers.Adam(lr)
+    if kind == "sgd":
+        return keras.optimizers.SGD(lr)
+    if kind == "momentum":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    if kind == "adagrad":
+        return keras.optimizers.Adagrad(lr)
+    return keras.optimizers.RMSprop(lr)
+
+
+def latest_checkpoint(train_dir: str) -> str | None:
+    return _tf().train.latest_checkpoint(os.path.join(train_dir, CHECKPOINT_DIR))
+
+
+def load_model(train_dir: str, checkpoint: str | None = None):
+    """(model, ModelConfig, step) from a train_dir, without any hyper-parameter repeated."""
+    mcfg, _ = load_config(train_dir)
+    from .models import build_model
+
+    tf = _tf()
+    model = build_model(mcfg)
+    ckpt_path = checkpoint or latest_checkpoint(train_dir)
+    if ckpt_path is None:
+        raise Yt8mError(f"{train_dir}: no checkpoint found under {os.path.join(train_dir, CHECKPOINT_DIR)}")
+    step = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(model=model, step=step).restore(ckpt_path).expect_partial()
+    return model, mcfg, int(step.numpy())
+
+
+def _strategy(tf):
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, echo=print) -> dict:
+    """Train (or resume) a model. Returns a summary dict (steps, loss, examples_per_sec, train_dir)."""
+    mcfg.validate()
+    tcfg.validate()
+    files = resolve_files(tcfg.train_data_pattern)
+    train_dir = tcfg.train_dir
+    ckpt_dir = os.path.join(train_dir, CHECKPOINT_DIR)
+    if start_new_model:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        for f in glob.glob(os.path.join(train_dir, "events.out.tfevents.*")):
+            os.remove(f)
+    elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)) and glob.glob(os.path.join(ckpt_dir, "*.index")):
+        saved, _ = load_config(train_dir)
+        if dataclasses.asdict(saved) != dataclasses.asdict(mcfg):
+            diff = [k for k, v in dataclasses.asdict(saved).items() if dataclasses.asdict(mcfg)[k] != v]
+            raise Yt8mError(f"{train_dir} holds a {saved.model} trained with other settings ({', '.join(diff)}); "
+                            "resume without changing them, or pass --start_new_model (or another --train_dir)")
+    os.makedirs(train_dir, exist_ok=True)
+    save_config(train_dir, mcfg, tcfg)
+
+    tf = _tf()
+    import keras
+
+    from .data import make_dataset
+    from .losses import LOSSES
+    from .models import build_model
+
+    if tcfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = _strategy(tf)
+    with strategy.scope():
+        model = build_model(mcfg, seed=tcfg.seed)
+        optimizer = make_optimizer(tcfg)
+        if tcfg.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=5)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        echo(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
+    start_step = int(step_var.numpy())
+    if tcfg.max_steps is not None and start_step >= tcfg.max_steps:
+        echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
+        return {"steps": start_step, "train_dir": train_dir, "checkpoint": manager.latest_checkpoint}
+
+    # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
+    ds = make_dataset(files, mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
+                      num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=tcfg.shuffle_buffer)
+    ds = strategy.experimental_distribute_dataset(ds)
+    loss_fn = LOSSES[tcfg.label_loss]
+
+    def step_fn(inputs, labels, weights):
+        with tf.GradientTape() as tape:
+            preds = model(inputs, training=True)
+            loss = loss_fn(preds, labels, weights)
+            reg = tf.add_n(model.losses) if model.losses else 0.0
+            total = loss + tcfg.regularization_penalty * reg
+            scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
+        grads = tape.gradient(scaled, model.trainable_variables)
+        if tcfg.clip_gradient_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, tcfg.clip_gradient_norm)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, preds
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs, labels, weights):
+        loss, preds = strategy.run(step_fn, args=(inputs, labels, weights))
+        loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+        return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
+
+    writer = tf.summary.create_file_writer(train_dir)
+    step = start_step
+    examples = 0
+    t_log = time.perf_counter()
+    ex_log = 0
+    last_loss = float("nan")
+    last_metrics: dict = {}
+    t_start = time.perf_counter()
+    saved_at = start_step
+    try:
+        for inputs, labels, weights in ds:
+            loss, preds, labels_all = train_step(inputs, labels, weights)
+            step += 1
+            step_var.assign(step)
+            n = int(preds.shape[0])
+            examples += n
+            ex_log += n
+            if step % tcfg.log_every == 0 or step == start_step + 1:
+                last_loss = float(loss)
+                m = VideoMetrics(mcfg.num_classes, top_k=20)
+                m.add_dense(preds.numpy(), labels_all.numpy())
+                r = m.results()
+                now = time.perf_counter()
+                eps = ex_log / max(now - t_log, 1e-9)
+                lr = float(optimizer.learning_rate) if not callable(getattr(optimizer, "learning_rate", None)) else 0.0
+                last_metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
+                echo(f"step {step:>6}  loss {last_loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
+                     f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
+                with writer.as_default(step=step):
+                    tf.summary.scalar("loss", last_loss)
+                    tf.summary.scalar("learning_rate", lr)
+                    tf.summary.scalar("examples_per_sec", eps)
+                    for k, v in last_metrics.items():
+                        tf.summary.scalar(k, v)
+                t_log = now
+                ex_log = 0
+            if tcfg.export_model_steps and step % tcfg.export_model_steps == 0:
+                manager.save(checkpoint_number=step)
+                saved_at = step
+            if tcfg.max_steps is not None and step >= tcfg.max_steps:
+                break
+    except KeyboardInterrupt:
+        echo("interrupted: saving a final checkpoint")
+    finally:
+        if step != saved_at or manager.latest_checkpoint is None:
+            manager.save(checkpoint_number=step)
+        writer.flush()
+    elapsed = time.perf_counter() - t_start
+    res = {"steps": step, "loss": last_loss, "examples": examples,
+           "examples_per_sec": examples / max(elapsed, 1e-9), "train_dir": train_dir,
+           "checkpoint": manager.latest_checkpoint, **last_metrics}
+    echo(f"trained {step - start_step} steps ({examples} examples, {res['examples_per_sec']:.1f} ex/s); "
+         f"checkpoint {manager.latest_checkpoint}")
+    return res
+
+
+def predict_batches(model, mcfg: ModelConfig, batches, batch_size: int = 256):
+    """Predictions of a Keras model over reader Batches (frames padded per batch)."""
+    for b in batches:
+        if mcfg.frame_features:
+            inputs = {"frames": b.padded_frames(), "num_frames": b.num_frames}
+        else:
+            inputs = {"features": b.features}
+        yield b, np.asarray(model(inputs, training=False))
