@@ -198,19 +198,49 @@ class IdTable:
     """Video ids of the processed files, addressable by segment key (file index, ordinal in file)."""
 
     def __init__(self, num_files: int):
-        self.file_base = np.full(num_files, -1, np.int64)
-        self._ids: list[bytes] = []
+        self.num_files = num_files
+        self.by_file: dict[int, list[bytes]] = {}
 
-    def add_file(self, file_index: int, ids: list[str]) -> None:
-        if self.file_base[file_index] < 0:
-            self.file_base[file_index] = len(self._ids)
-        self._ids.extend(i.encode() for i in ids)
+    def add(self, file_index: int, ids: list[str]) -> None:
+        """Append ids of file_index (in file order)."""
+        self.by_file.setdefault(file_index, []).extend(i.encode() for i in ids)
+
+    def update(self, other: "IdTable") -> None:
+        for f, ids in other.by_file.items():
+            if f in self.by_file:
+                raise Yt8mError(f"file index {f} appears in two partial rankings (overlapping shards?)")
+            self.by_file[f] = ids
 
     def arrays(self):
-        off = np.zeros(len(self._ids) + 1, np.int64)
-        np.cumsum([len(i) for i in self._ids], out=off[1:])
-        data = np.frombuffer(b"".join(self._ids), np.uint8) if self._ids else np.zeros(0, np.uint8)
-        return self.file_base, off, data
+        file_base = np.full(self.num_files, -1, np.int64)
+        rows: list[bytes] = []
+        for f in sorted(self.by_file):
+            file_base[f] = len(rows)
+            rows.extend(self.by_file[f])
+        off = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(i) for i in rows], out=off[1:])
+        data = np.frombuffer(b"".join(rows), np.uint8) if rows else np.zeros(0, np.uint8)
+        return file_base, off, data
+
+    def to_arrays(self) -> dict:
+        files = np.array(sorted(self.by_file), np.int64)
+        counts = np.array([len(self.by_file[f]) for f in files], np.int64)
+        rows = [i for f in files for i in self.by_file[int(f)]]
+        off = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(i) for i in rows], out=off[1:])
+        return {"id_files": files, "id_counts": counts, "id_off": off,
+                "id_bytes": np.frombuffer(b"".join(rows), np.uint8) if rows else np.zeros(0, np.uint8)}
+
+    @classmethod
+    def from_arrays(cls, num_files: int, d) -> "IdTable":
+        t = cls(num_files)
+        raw = d["id_bytes"].tobytes()
+        off = d["id_off"]
+        r = 0
+        for f, c in zip(d["id_files"], d["id_counts"]):
+            t.by_file[int(f)] = [raw[off[i]:off[i + 1]] for i in range(r, r + int(c))]
+            r += int(c)
+        return t
 
 
 @njit(cache=True, nogil=True)

@@ -119,10 +119,9 @@ class TopN:
         from numba import get_num_threads
 
         self.n = int(n)
-        # never more than the data can fill: a small run does not pay for N = 100000 up front
-        cap = self.n + max(self.n // 4, 1024)
-        if capacity_hint is not None:
-            cap = min(cap, max(int(capacity_hint), 16))
+        # buffers start small and grow to N + N/4 only as the data fills them: a small run does not
+        # pay for N = 100000 up front
+        cap = min(self.n + max(self.n // 4, 1024), max(int(capacity_hint or 4096), 16))
         self.bs = np.empty((num_classes, cap), np.float32)
         self.bk = np.empty((num_classes, cap), np.int64)
         self.cnt = np.zeros(num_classes, np.int64)

@@ -1,0 +1,145 @@
+"""ONNX Runtime sessions: providers, metadata, io binding. No TensorFlow here.
+
+On CUDA, inputs are bound as uint8 host arrays (copied once to the device, 4x fewer bytes than
+float32) and the output is bound to a device buffer that is reused across calls of the same batch
+size; only the output columns that are needed are copied back.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import format as fmt
+from .errors import Yt8mError
+
+PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider",
+                  "tensorrt": "TensorrtExecutionProvider"}
+
+
+@dataclass
+class ModelInfo:
+    """What an exported file says about itself (its `yt8m.*` metadata)."""
+
+    model: str
+    frame_features: bool
+    spec: fmt.FeatureSpec
+    class_ids: np.ndarray
+    step: int
+    precision: str
+    config: dict
+
+
+def read_info(path: str, meta: dict) -> ModelInfo:
+    try:
+        frame = json.loads(meta["yt8m.frame_features"])
+        spec = fmt.FeatureSpec(tuple(json.loads(meta["yt8m.feature_names"])),
+                               tuple(json.loads(meta["yt8m.feature_sizes"])), frame)
+        return ModelInfo(meta["yt8m.model"], frame, spec, np.array(json.loads(meta["yt8m.class_ids"]), np.int64),
+                         int(meta.get("yt8m.checkpoint_step", 0)), meta.get("yt8m.precision", "fp32"),
+                         json.loads(meta.get("yt8m.config", "{}")))
+    except (KeyError, ValueError) as e:
+        raise Yt8mError(f"{path}: not a yt8m-engine ONNX export (missing or bad metadata {e}); "
+                        "export it with 'yt8m-engine export'") from None
+
+
+def _gpu_usable(ort) -> bool:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:  # a GPU driver at all? (the CUDA provider is listed by onnxruntime-gpu on any machine)
+        import ctypes
+
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    if hasattr(ort, "preload_dlls"):  # CUDA / cuDNN from the nvidia-* wheels, when installed
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - no CUDA libraries: fall back to the CPU
+            return False
+    return True
+
+
+def choose_providers(requested: str = "auto") -> list[str]:
+    """'auto': CUDA when usable, else CPU; or a comma-separated list of cuda, tensorrt, cpu."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested == "auto":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if _gpu_usable(ort) else ["CPUExecutionProvider"]
+    out = []
+    for name in [p.strip().lower() for p in requested.split(",") if p.strip()]:
+        if name not in PROVIDER_NAMES:
+            raise Yt8mError(f"unknown provider {name!r}; use auto or a list of {', '.join(PROVIDER_NAMES)}")
+        full = PROVIDER_NAMES[name]
+        if full not in available or (name in ("cuda", "tensorrt") and not _gpu_usable(ort)):
+            raise Yt8mError(f"--providers {name}: {full} is not usable here (available: {', '.join(available)})")
+        out.append(full)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+class OnnxModel:
+    """An exported model under ONNX Runtime."""
+
+    def __init__(self, path: str, providers: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        if not os.path.isfile(path):
+            raise Yt8mError(f"{path}: no such model file")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(path, sess_options=opts, providers=choose_providers(providers))
+        except Yt8mError:
+            raise
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad files
+            raise Yt8mError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.path = path
+        self.info = read_info(path, self.session.get_modelmeta().custom_metadata_map)
+        self.provider = self.session.get_providers()[0]
+        self.on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self._binding = self.session.io_binding() if self.on_gpu else None
+        self._out = None
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        return self.info.class_ids
+
+    def columns_for(self, class_ids: np.ndarray) -> np.ndarray | None:
+        """Output columns of the given classes (None when they are all the columns, in order)."""
+        pos = {int(c): i for i, c in enumerate(self.info.class_ids)}
+        missing = [int(c) for c in class_ids if int(c) not in pos]
+        if missing:
+            raise Yt8mError(f"{self.path}: the model has no output for classes {missing[:5]}"
+                            f"{' ...' if len(missing) > 5 else ''}")
+        cols = np.array([pos[int(c)] for c in class_ids], np.int64)
+        return None if cols.size == self.info.class_ids.size and (cols == np.arange(cols.size)).all() else cols
+
+    def run(self, feeds: dict) -> np.ndarray:
+        """predictions [batch, columns] as a float32 host array."""
+        if self._binding is None:
+            return self.session.run(["predictions"], feeds)[0]
+        b = self._binding
+        for name, arr in feeds.items():
+            b.bind_cpu_input(name, np.ascontiguousarray(arr))
+        n = next(iter(feeds.values())).shape[0]
+        import onnxruntime as ort
+
+        if self._out is None or self._out.shape()[0] != n:
+            self._out = ort.OrtValue.ortvalue_from_shape_and_type((n, self.info.class_ids.size), np.float32, "cuda", 0)
+        b.bind_ortvalue_output("predictions", self._out)
+        self.session.run_with_iobinding(b)
+        return self._out.numpy()
+
+    def predict_frames(self, frames: np.ndarray, num_frames: np.ndarray) -> np.ndarray:
+        return self.run({"frames": frames, "num_frames": np.ascontiguousarray(num_frames, np.int32)})
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        return self.run({"features": np.ascontiguousarray(features, np.float32)})
