@@ -14,6 +14,8 @@ import click
 
 from .errors import Yt8mError
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner lines are not for users
+
 
 def opt(name: str, dest: str | None = None, **kw):
     """An option under its kebab-case name and the starter's underscore spelling."""
@@ -69,6 +71,203 @@ def inspect(pattern, as_json, frame_features):
             click.echo(f"  problem: {p}")
         if len(report.problems) > 20:
             click.echo(f"  ... and {len(report.problems) - 20} more")
+
+
+BOOL = click.BOOL
+
+
+@cli.command()
+@opt("train-data-pattern", required=True, help="training files, e.g. ~/yt8m/2/frame/train*.tfrecord")
+@opt("train-dir", default="runs/model", show_default=True, help="checkpoints, config and TensorBoard logs")
+@opt("model", default="FrameLevelLogisticModel", show_default=True,
+     help="LogisticModel, MoeModel, FrameLevelLogisticModel, DbofModel, LstmModel, NetVladModel, NeXtVladModel")
+@opt("feature-names", default=None, help="comma-separated (default rgb,audio or mean_rgb,mean_audio)")
+@opt("feature-sizes", default=None, help="comma-separated (default 1024,128)")
+@opt("frame-features", type=BOOL, default=None, help="frame-level input (default: from --model)")
+@opt("segment-labels", type=BOOL, default=False, help="fine-tune on rated segments (label weights)")
+@opt("start-new-model", is_flag=True, help="discard existing checkpoints in --train_dir")
+@opt("batch-size", type=int, default=1024, show_default=True)
+@opt("base-learning-rate", type=float, default=0.01, show_default=True)
+@opt("learning-rate-decay", type=float, default=0.95, show_default=True)
+@opt("learning-rate-decay-examples", type=int, default=4000000, show_default=True)
+@opt("num-epochs", type=int, default=5, show_default=True)
+@opt("max-steps", type=int, default=None)
+@opt("label-loss", default="CrossEntropyLoss", show_default=True, help="CrossEntropyLoss, HingeLoss, SoftmaxLoss")
+@opt("regularization-penalty", type=float, default=1.0, show_default=True)
+@opt("optimizer", default="AdamOptimizer", show_default=True)
+@opt("clip-gradient-norm", type=float, default=1.0, show_default=True)
+@opt("export-model-steps", type=int, default=1000, show_default=True, help="checkpoint period (steps)")
+@opt("log-every", type=int, default=10, show_default=True, help="progress line period (steps)")
+@opt("num-classes", type=int, default=3862, show_default=True)
+@opt("moe-num-mixtures", type=int, default=2, show_default=True)
+@opt("video-level-classifier-model", default="MoeModel", show_default=True,
+     help="head of frame-level models: LogisticModel, MoeModel, GatedMoeModel")
+@opt("iterations", type=int, default=30, show_default=True, help="DBoF frames sampled while training")
+@opt("dbof-cluster-size", type=int, default=8192, show_default=True)
+@opt("dbof-hidden-size", type=int, default=1024, show_default=True)
+@opt("dbof-pooling-method", default="max", show_default=True)
+@opt("dbof-activation", default="relu6", show_default=True)
+@opt("dbof-add-batch-norm", type=BOOL, default=True, show_default=True)
+@opt("sample-random-frames", type=BOOL, default=True, show_default=True)
+@opt("lstm-cells", type=int, default=1024, show_default=True)
+@opt("lstm-layers", type=int, default=2, show_default=True)
+@opt("netvlad-cluster-size", type=int, default=64, show_default=True)
+@opt("netvlad-hidden-size", type=int, default=1024, show_default=True)
+@opt("nextvlad-cluster-size", type=int, default=64, show_default=True)
+@opt("nextvlad-hidden-size", type=int, default=1024, show_default=True)
+@opt("nextvlad-groups", type=int, default=8, show_default=True)
+@opt("nextvlad-expansion", type=int, default=2, show_default=True)
+@opt("gating", type=BOOL, default=True, show_default=True, help="context gating after (Ne)XtVLAD")
+@opt("l2-penalty", type=float, default=1e-8, show_default=True)
+@opt("seed", type=int, default=0, show_default=True)
+@opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
+def train(**kw):
+    """Train a model (resumes from the latest checkpoint in --train_dir)."""
+    from .train.config import FRAME_MODELS, ModelConfig, TrainConfig
+    from .train.trainer import train as run_train
+
+    frame = kw.pop("frame_features")
+    if frame is None:
+        frame = kw["model"] in FRAME_MODELS
+    spec = __import__("yt8m_engine.format", fromlist=["FeatureSpec"]).FeatureSpec.parse(
+        kw.pop("feature_names"), kw.pop("feature_sizes"), frame)
+    start_new = kw.pop("start_new_model")
+    mfields = {f for f in ModelConfig.__dataclass_fields__}
+    mcfg = ModelConfig(feature_names=list(spec.names), feature_sizes=list(spec.sizes), frame_features=frame,
+                       **{k: v for k, v in kw.items() if k in mfields})
+    tcfg = TrainConfig(**{k: v for k, v in kw.items() if k not in mfields})
+    run_train(mcfg, tcfg, start_new_model=start_new, echo=click.echo)
+
+
+@cli.command("eval")
+@opt("train-dir", default=None, help="evaluate this train_dir's latest checkpoint")
+@opt("model", "model_file", default=None, help="or an exported ONNX file")
+@opt("eval-data-pattern", required=True)
+@opt("segment-labels", type=BOOL, default=False, help="also the starter's segment metrics and Kaggle MAP@K")
+@opt("batch-size", type=int, default=256, show_default=True)
+@opt("top-k", type=int, default=20, show_default=True, help="k of GAP@k")
+@opt("top-n", type=int, default=100000, show_default=True, help="K of the segment MAP@K")
+@opt("segment-label-ids-file", default=None)
+@opt("vocabulary", default=None, help="vocabulary.csv for class names in class_ap.csv")
+@opt("output-dir", default=None, help="reports (default: TRAIN_DIR/eval, or MODEL.eval)")
+@opt("run-once", is_flag=True, help="evaluate once (default with --model); else wait for new checkpoints")
+@opt("poll-seconds", type=float, default=60.0, show_default=True)
+@opt("providers", default="auto", show_default=True)
+@opt("skip-corrupt", is_flag=True)
+@opt("json", "as_json", is_flag=True, help="print one JSON object")
+def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_size, top_k, top_n,
+             segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, skip_corrupt, as_json):
+    """Evaluate a model: Hit@1, PERR, GAP, mAP, loss (and segment metrics)."""
+    from .evaluate import evaluate, public, tensorboard_summaries, write_reports
+
+    if bool(train_dir) == bool(model_file):
+        raise Yt8mError("give exactly one of --train_dir or --model (an exported .onnx file)")
+    target = train_dir or model_file
+    out_dir = output_dir or (os.path.join(train_dir, "eval") if train_dir else model_file + ".eval")
+    seen = None
+    while True:
+        if train_dir:
+            from .train.trainer import latest_checkpoint
+
+            ckpt = latest_checkpoint(train_dir)
+            if ckpt == seen:
+                time.sleep(poll_seconds)
+                continue
+            seen = ckpt
+        res = evaluate(target, eval_data_pattern, segment_labels=segment_labels, batch_size=batch_size,
+                       top_k=top_k, top_n=top_n, segment_label_ids_file=segment_label_ids_file,
+                       skip_corrupt=skip_corrupt, providers=providers)
+        write_reports(res, out_dir, vocabulary)
+        if train_dir:
+            tensorboard_summaries(res, train_dir)
+        if as_json:
+            echo_json(public(res))
+        else:
+            click.echo(format_eval(res))
+            click.echo(f"reports in {out_dir}")
+        if run_once or model_file:
+            return
+
+
+def format_eval(res: dict) -> str:
+    lines = [f"{'model':<22}{res['model']} (step {res['step']})", f"{'videos':<22}{res['videos']}"]
+    for k in ("hit_at_one", "perr", "gap", "map", "loss"):
+        lines.append(f"{k:<22}{res[k]:.4f}")
+    if "segment_map" in res:
+        seg = res["segment"]
+        lines.append(f"{'rated segments':<22}{seg['rated_segments']}")
+        for k in ("hit_at_one", "perr", "gap", "map"):
+            lines.append(f"{'rated segments ' + k:<22}{seg[k]:.4f}")
+        lines.append(f"{'MAP@' + str(res['top_n']):<22}{res['segment_map']:.4f} (Kaggle 2019, "
+                     f"{res['segment_map_classes']} classes)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@opt("train-dir", required=True)
+@opt("output", "--output_file", required=True, help="the .onnx file to write")
+@opt("classes", type=click.Choice(["all", "segment"]), default="all", show_default=True,
+     help="'segment': only the 1000 segment classes (4x less to copy back and rank)")
+@opt("fp16", is_flag=True, help="half-precision weights and compute (inputs and outputs keep their types)")
+@opt("checkpoint", default=None, help="a checkpoint path (default: the latest)")
+def export(train_dir, output, classes, fp16, checkpoint):
+    """Export a trained model to ONNX (uint8 input, dequantization inside the graph)."""
+    from .export.onnx_export import export as run_export
+
+    t0 = time.perf_counter()
+    r = run_export(train_dir, output, classes=classes, fp16=fp16, checkpoint=checkpoint)
+    click.echo(f"wrote {r['output']} ({r['model']}, step {r['step']}, classes {r['classes']}"
+               f"{', fp16' if r['fp16'] else ''}, {r['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+
+
+@cli.command()
+@opt("model", required=True, help="an exported .onnx file")
+@opt("input-data-pattern", required=True, help="e.g. ~/yt8m/3/frame/test*.tfrecord")
+@opt("output-file", default=None, help="the CSV (a partial ranking with --shard); none with --benchmark")
+@opt("segment-labels", type=BOOL, default=False, help="rank 5-frame segments per class (Kaggle 2019)")
+@opt("top-k", type=int, default=20, show_default=True, help="classes per video (or per segment, topk mode)")
+@opt("segment-max-pred", type=int, default=100000, show_default=True, help="segments kept per class")
+@opt("segment-label-ids-file", default=None, help="default: the packaged 1000 segment classes")
+@opt("segment-mode", type=click.Choice(["all", "topk"]), default="all", show_default=True,
+     help="all: every segment competes in every class; topk: only in its top-k classes (the starter)")
+@opt("batch-size", type=int, default=None, help="model batch (default 8192 segments / 256 videos)")
+@opt("providers", default="auto", show_default=True, help="auto, or a list of cuda, tensorrt, cpu")
+@opt("readers", type=int, default=1, show_default=True, help="file reader/parser threads")
+@opt("shard", default=None, help="i/n: process files with index % n == i, write a partial ranking")
+@opt("skip-corrupt", is_flag=True)
+@opt("benchmark", is_flag=True, help="print throughput and per-stage times")
+@opt("json", "as_json", is_flag=True, help="print the statistics as one JSON object")
+def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment_max_pred, segment_label_ids_file,
+          segment_mode, batch_size, providers, readers, shard, skip_corrupt, benchmark, as_json):
+    """Write a Kaggle submission (video- or segment-level) with ONNX Runtime."""
+    from .infer import infer as run_infer
+
+    if not output_file and not benchmark:
+        raise Yt8mError("give --output_file (or --benchmark to measure without writing)")
+    st = run_infer(model, input_data_pattern, output_file, segment_labels=segment_labels, top_k=top_k,
+                   segment_max_pred=segment_max_pred, segment_label_ids_file=segment_label_ids_file,
+                   batch_size=batch_size, providers=providers, shard=shard, segment_mode=segment_mode,
+                   skip_corrupt=skip_corrupt, readers=readers, progress=not as_json)
+    if as_json:
+        echo_json(st.to_dict())
+        return
+    if benchmark:
+        click.echo(st.table())
+    if output_file:
+        click.echo(f"wrote {output_file}: {st.videos} videos, {st.segments} segments in {st.wall:.1f} s "
+                   f"({st.provider})")
+
+
+@cli.command()
+@click.argument("partials", nargs=-1, required=True)
+@opt("output-file", required=True)
+@opt("segment-max-pred", type=int, default=None, help="default: the partials' own")
+def merge(partials, output_file, segment_max_pred):
+    """Combine 'infer --shard' partial rankings into the final CSV."""
+    from .infer import merge as run_merge
+
+    r = run_merge(list(partials), output_file, segment_max_pred)
+    click.echo(f"wrote {r['output']} from {r['partials']} partial rankings ({r['bytes'] / 1e6:.1f} MB)")
 
 
 @cli.command()

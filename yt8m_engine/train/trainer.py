@@ -200,11 +200,22 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     return res
 
 
-def predict_batches(model, mcfg: ModelConfig, batches, batch_size: int = 256):
-    """Predictions of a Keras model over reader Batches (frames padded per batch)."""
-    for b in batches:
-        if mcfg.frame_features:
-            inputs = {"frames": b.padded_frames(), "num_frames": b.num_frames}
-        else:
-            inputs = {"features": b.features}
-        yield b, np.asarray(model(inputs, training=False))
+class KerasPredictor:
+    """A train_dir's latest checkpoint with the same interface as engine.OnnxModel (for eval)."""
+
+    def __init__(self, train_dir: str, checkpoint: str | None = None):
+        import dataclasses
+
+        from ..engine import ModelInfo
+
+        self.model, cfg, step = load_model(train_dir, checkpoint)
+        self.info = ModelInfo(cfg.model, cfg.frame_features, cfg.feature_spec, np.arange(cfg.num_classes),
+                              step, "fp32", dataclasses.asdict(cfg))
+        tf = _tf()
+        self._fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def predict_frames(self, frames, num_frames):
+        return self._fn({"frames": frames, "num_frames": np.asarray(num_frames, np.int32)}).numpy()
+
+    def predict_features(self, features):
+        return self._fn({"features": np.asarray(features, np.float32)}).numpy()
