@@ -109,6 +109,7 @@ BOOL = click.BOOL
 @opt("dbof-activation", default="relu6", show_default=True)
 @opt("dbof-add-batch-norm", type=BOOL, default=True, show_default=True)
 @opt("sample-random-frames", type=BOOL, default=True, show_default=True)
+@opt("batch-norm-momentum", type=float, default=0.99, show_default=True, help="0.9 suits short runs")
 @opt("lstm-cells", type=int, default=1024, show_default=True)
 @opt("lstm-layers", type=int, default=2, show_default=True)
 @opt("netvlad-cluster-size", type=int, default=64, show_default=True)

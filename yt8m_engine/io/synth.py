@@ -23,8 +23,8 @@ from .. import format as fmt
 from ..errors import Yt8mError
 from .writer import FrameLevelWriter, VideoLevelWriter
 
-SIGNAL = 0.45       # per-dimension std of a class prototype
-STYLE = 0.35        # per-video style vector std
+SIGNAL = 0.6        # per-dimension std of a class prototype
+STYLE = 0.25        # per-video style vector std
 NOISE = 0.6         # per-frame noise std
 ZIPF = 1.1          # class popularity ~ 1 / (rank + 5) ** ZIPF
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -47,10 +47,15 @@ class World:
     def __init__(self, seed: int):
         rng = np.random.default_rng([seed, 0])
         self.prototypes = rng.normal(0.0, SIGNAL, (fmt.NUM_CLASSES, fmt.FEATURE_SIZE)).astype(np.float32)
-        rank = rng.permutation(fmt.NUM_CLASSES)
+        # popularity rank: the segment classes first (as in the real data, where they were chosen
+        # among well-represented classes), each group in random order
+        seg = np.asarray(fmt.segment_class_ids())
+        others = np.setdiff1d(np.arange(fmt.NUM_CLASSES), seg)
+        order = np.concatenate([rng.permutation(seg), rng.permutation(others)])
+        rank = np.empty(fmt.NUM_CLASSES, np.int64)
+        rank[order] = np.arange(fmt.NUM_CLASSES)
         p = 1.0 / (rank + 5.0) ** ZIPF
         self.class_p = p / p.sum()
-        seg = np.asarray(fmt.segment_class_ids())
         ps = p[seg]
         self.segment_classes = seg
         self.segment_p = ps / ps.sum()
@@ -103,7 +108,7 @@ def make_video(world: World, rng, split: str, index: int, rated: bool) -> SynthV
             pos = starts[frac >= 0.6]
             neg = starts[frac == 0.0]
             pick_pos = rng.permutation(pos)[:int(rng.integers(1, 4))]
-            pick_neg = rng.permutation(neg)[:int(rng.integers(0, 4))]
+            pick_neg = rng.permutation(neg)[:int(rng.integers(2, 8))]
             for s, v in sorted([(int(s), 1.0) for s in pick_pos] + [(int(s), 0.0) for s in pick_neg]):
                 seg_l.append(c)
                 seg_s.append(s)

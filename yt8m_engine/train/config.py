@@ -45,6 +45,7 @@ class ModelConfig:
     dbof_pooling_method: str = "max"
     dbof_activation: str = "relu6"
     dbof_add_batch_norm: bool = True
+    batch_norm_momentum: float = 0.99  # lower it (0.9) for short runs: inference uses the moving statistics
     sample_random_frames: bool = True
     # LSTM
     lstm_cells: int = 1024

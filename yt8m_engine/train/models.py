@@ -113,13 +113,14 @@ class Dbof(layers.Layer):
         c = ModelConfig(**cfg)
         reg = _reg(c)
         self.sample = SampleFrames(c.iterations, c.sample_random_frames, name="sample")
-        self.input_bn = layers.BatchNormalization(epsilon=1e-3, name="input_bn") if c.dbof_add_batch_norm else None
+        bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
+        self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
         self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
                                     name="cluster")
-        self.cluster_bn = layers.BatchNormalization(epsilon=1e-3, name="cluster_bn") if c.dbof_add_batch_norm else None
+        self.cluster_bn = layers.BatchNormalization(**bn, name="cluster_bn") if c.dbof_add_batch_norm else None
         self.hidden = layers.Dense(c.dbof_hidden_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
                                    name="hidden")
-        self.hidden_bn = layers.BatchNormalization(epsilon=1e-3, name="hidden_bn") if c.dbof_add_batch_norm else None
+        self.hidden_bn = layers.BatchNormalization(**bn, name="hidden_bn") if c.dbof_add_batch_norm else None
         self.act = {"relu6": ops.relu6, "relu": ops.relu, "sigmoid": ops.sigmoid}[c.dbof_activation]
         self.pooling = c.dbof_pooling_method
         self.d = sum(c.feature_sizes)

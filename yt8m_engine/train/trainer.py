@@ -114,6 +114,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         echo(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
+    else:
+        manager.save(checkpoint_number=0)  # the untrained model: a reference point for eval
     start_step = int(step_var.numpy())
     if tcfg.max_steps is not None and start_step >= tcfg.max_steps:
         echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
