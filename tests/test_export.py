@@ -1,0 +1,128 @@
+"""Export: TF vs ONNX Runtime parity for every model, fp16 agreement, metadata, leanness."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from yt8m_engine import format as fmt
+from yt8m_engine.engine import OnnxModel
+from yt8m_engine.train.config import MODELS
+
+from test_train import small_config
+
+pytest.importorskip("tensorflow")
+ort = pytest.importorskip("onnxruntime")
+
+
+def random_model(model, head="GatedMoeModel", seed=0):
+    from yt8m_engine.train.models import build_model
+
+    cfg = small_config(model, video_level_classifier_model=head, moe_num_mixtures=3)
+    km = build_model(cfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    for w in km.weights:  # non-trivial batch-norm statistics and a spread of scores
+        if any(t in w.path for t in ("moving", "gamma", "beta")):
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
+        elif "kernel" in w.path:
+            w.assign(np.asarray(w) * 3)
+    return km, cfg
+
+
+def run_both(km, cfg, sess, batch, frames, rng):
+    if cfg.frame_features:
+        fr = rng.integers(0, 256, (batch, frames, 1152), dtype=np.uint8)
+        nf = rng.integers(1, frames + 1, batch).astype(np.int32)
+        nf[0] = frames
+        feeds = {"frames": fr, "num_frames": nf}
+    else:
+        feeds = {"features": rng.normal(size=(batch, 1152)).astype(np.float32)}
+    return np.asarray(km(feeds, training=False)), sess.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("model, head", [(m, "GatedMoeModel") for m in MODELS] +
+                         [("DbofModel", "MoeModel"), ("DbofModel", "LogisticModel")])
+def test_fp32_parity(model, head):
+    from yt8m_engine.export.onnx_export import build_onnx
+
+    km, cfg = random_model(model, head)
+    rng = np.random.default_rng(1)
+    for classes in ("all", "segment"):
+        m = build_onnx(km, cfg, classes=classes)
+        onnx.checker.check_model(m)
+        assert m.ir_version <= 10
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for batch, frames in [(1, 1), (3, 5), (4, 37), (2, 300)]:
+            ref, out = run_both(km, cfg, sess, batch, frames, rng)
+            if classes == "segment":
+                ref = ref[:, fmt.segment_class_ids()]
+            assert out.shape == ref.shape
+            assert np.abs(ref - out).max() <= 1e-5, (model, classes, batch, frames)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fp16_top20_agreement(model):
+    from yt8m_engine.export.onnx_export import build_onnx
+
+    km, cfg = random_model(model)
+    m = build_onnx(km, cfg, fp16=True)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type in ("tensor(uint8)", "tensor(float)")
+    assert sess.get_outputs()[0].type == "tensor(float)"
+    ref, out = run_both(km, cfg, sess, 128, 37, np.random.default_rng(2))
+    agree = np.mean([len(set(np.argsort(-r)[:20]) & set(np.argsort(-o)[:20])) / 20 for r, o in zip(ref, out)])
+    assert agree >= 0.99, agree
+
+
+def test_lstm_exports_as_the_lstm_op():
+    from yt8m_engine.export.onnx_export import build_onnx
+
+    km, cfg = random_model("LstmModel")
+    ops = {n.op_type for n in build_onnx(km, cfg).graph.node}
+    assert "LSTM" in ops and "Loop" not in ops and "Scan" not in ops
+
+
+def test_exported_file_is_self_describing(trained_flm, tmp_path):
+    import shutil
+
+    train_dir, onnx_path, _ = trained_flm
+    copy = str(tmp_path / "alone.onnx")
+    shutil.copy(onnx_path, copy)
+    m = OnnxModel(copy)
+    assert m.info.model == "FrameLevelLogisticModel" and m.info.frame_features
+    assert list(m.info.class_ids) == list(fmt.segment_class_ids())
+    assert m.info.step > 0 and m.info.spec.names == ("rgb", "audio")
+    meta = onnx.load(copy).metadata_props
+    keys = {p.key for p in meta}
+    assert {"yt8m.config", "yt8m.class_ids", "yt8m.feature_names", "yt8m.segment_size",
+            "yt8m.checkpoint_step", "yt8m.engine_version"} <= keys
+
+
+LEAN = r"""
+import os, resource, json, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+from yt8m_engine.train.config import ModelConfig, FRAME_MODELS
+from yt8m_engine.train.models import build_model
+from yt8m_engine.export.onnx_export import build_onnx
+out = {}
+for name in sys.argv[1:]:
+    frame = name in FRAME_MODELS
+    cfg = ModelConfig(model=name, frame_features=frame,
+                      feature_names=["rgb", "audio"] if frame else ["mean_rgb", "mean_audio"])
+    m = build_onnx(build_model(cfg), cfg)
+    out[name] = [m.ByteSize(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    del m
+print(json.dumps(out))
+"""
+
+
+def test_export_at_default_size_stays_lean():
+    """Every built-in model at its default size exports under 4 GB peak RSS (TensorFlow included)."""
+    r = subprocess.run([sys.executable, "-c", LEAN, *MODELS], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["DbofModel"][0] > 50e6  # really the default size (8192 clusters)
+    peak = max(v[1] for v in out.values())
+    assert peak < 4096, out

@@ -1,0 +1,151 @@
+"""infer end to end: train -> export -> infer -> score; determinism; shards + merge; eval on ONNX alone."""
+import filecmp
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from yt8m_engine import Yt8mError
+from yt8m_engine.infer import infer, merge
+from yt8m_engine.io.reader import read_all
+from yt8m_engine.score import score
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YT8M_ENGINE_CACHE", str(tmp_path / "cache"))
+
+
+def test_segment_submission_beats_untrained(trained_flm, learn_dir, tmp_path):
+    _, onnx_path, untrained = trained_flm
+    rated = f"{learn_dir}/3/frame/validate*"
+    infer(onnx_path, rated, str(tmp_path / "a.csv"), segment_labels=True, progress=False)
+    infer(untrained, rated, str(tmp_path / "u.csv"), segment_labels=True, progress=False)
+    trained_map = score(str(tmp_path / "a.csv"), rated)["map"]
+    untrained_map = score(str(tmp_path / "u.csv"), rated)["map"]
+    assert trained_map > untrained_map + 0.1, (trained_map, untrained_map)
+
+
+def test_segment_csv_format_and_determinism(trained_flm, learn_dir, tmp_path):
+    _, onnx_path, _ = trained_flm
+    pattern = f"{learn_dir}/3/frame/test*"
+    st = infer(onnx_path, pattern, str(tmp_path / "a.csv"), segment_labels=True, progress=False,
+               segment_max_pred=50)
+    infer(onnx_path, pattern, str(tmp_path / "b.csv"), segment_labels=True, progress=False, segment_max_pred=50,
+          batch_size=7)  # other model batches: same bytes
+    assert filecmp.cmp(tmp_path / "a.csv", tmp_path / "b.csv", shallow=False)
+    b = read_all(pattern)
+    expected = sum((n + 4) // 5 for n in b.num_frames)
+    assert st.segments == expected and st.videos == len(b)
+    lines = (tmp_path / "a.csv").read_text().splitlines()
+    assert lines[0] == "Class,Segments" and len(lines) == 1001
+    classes = [int(ln.split(",")[0]) for ln in lines[1:]]
+    assert classes == sorted(classes)
+    valid = {f"{v}:{s}" for v, n in zip(b.ids, b.num_frames) for s in range(0, n, 5)}
+    for ln in lines[1:]:
+        segs = ln.split(",")[1].split()
+        assert len(segs) == min(50, expected) and set(segs) <= valid and len(set(segs)) == len(segs)
+
+
+def test_shards_merged_equal_single_run(trained_flm, learn_dir, tmp_path):
+    _, onnx_path, _ = trained_flm
+    pattern = f"{learn_dir}/3/frame/*"
+    infer(onnx_path, pattern, str(tmp_path / "single.csv"), segment_labels=True, progress=False, segment_max_pred=300)
+    parts = []
+    for i in range(3):
+        parts.append(str(tmp_path / f"part{i}.npz"))
+        infer(onnx_path, pattern, parts[-1], segment_labels=True, progress=False, segment_max_pred=300, shard=f"{i}/3")
+    merge(parts, str(tmp_path / "merged.csv"))
+    assert filecmp.cmp(tmp_path / "single.csv", tmp_path / "merged.csv", shallow=False)
+
+
+def test_starter_topk_mode(trained_flm, learn_dir, tmp_path):
+    _, onnx_path, _ = trained_flm
+    rated = f"{learn_dir}/3/frame/validate*"
+    infer(onnx_path, rated, str(tmp_path / "k.csv"), segment_labels=True, progress=False, segment_mode="topk",
+          top_k=3)
+    lines = (tmp_path / "k.csv").read_text().splitlines()[1:]
+    total = sum(len(ln.split(",")[1].split()) for ln in lines)
+    st = read_all(rated)
+    assert total == 3 * sum((n + 4) // 5 for n in st.num_frames)  # each segment in exactly its top-3 classes
+    assert score(str(tmp_path / "k.csv"), rated)["map"] > 0.3
+
+
+def test_video_level_submission(trained_flm, learn_dir, tmp_path):
+    train_dir, _, _ = trained_flm
+    from yt8m_engine.export.onnx_export import export
+
+    full = str(tmp_path / "full.onnx")
+    export(train_dir, full)
+    pattern = f"{learn_dir}/2/frame/validate*"
+    infer(full, pattern, str(tmp_path / "v.csv"), top_k=5, progress=False)
+    lines = (tmp_path / "v.csv").read_text().splitlines()
+    b = read_all(pattern)
+    assert lines[0] == "VideoId,LabelConfidencePairs" and [ln.split(",")[0] for ln in lines[1:]] == b.ids
+    hits = 0
+    for i, ln in enumerate(lines[1:]):
+        toks = ln.split(",")[1].split()
+        cls, sc = [int(x) for x in toks[::2]], [float(x) for x in toks[1::2]]
+        assert len(cls) == 5 and sc == sorted(sc, reverse=True)
+        hits += cls[0] in set(b.video_labels(i).tolist())
+    assert hits / len(b) > 0.4  # Hit@1 of the trained model
+    parts = [str(tmp_path / f"v{i}.npz") for i in range(2)]
+    for i, p in enumerate(parts):
+        infer(full, pattern, p, top_k=5, progress=False, shard=f"{i}/2")
+    merge(parts, str(tmp_path / "vm.csv"))
+    assert filecmp.cmp(tmp_path / "v.csv", tmp_path / "vm.csv", shallow=False)
+
+
+def test_eval_on_onnx_alone_matches_train_dir(trained_flm, learn_dir, tmp_path):
+    from yt8m_engine.evaluate import evaluate
+    from yt8m_engine.export.onnx_export import export
+
+    train_dir, _, _ = trained_flm
+    full = str(tmp_path / "full.onnx")
+    export(train_dir, full)
+    val = f"{learn_dir}/2/frame/validate*"
+    a = evaluate(train_dir, val)
+    b = evaluate(full, val)
+    for k in ("hit_at_one", "perr", "gap", "map"):
+        assert a[k] == pytest.approx(b[k], abs=1e-4)
+
+
+def test_eval_cli_segment_metrics_and_reports(trained_flm, learn_dir, tmp_path):
+    _, onnx_path, _ = trained_flm
+    rated = f"{learn_dir}/3/frame/validate*"
+    vocab = tmp_path / "vocabulary.csv"
+    vocab.write_text("Index,TrainVideoCount,Name\n3,10,Cat\n7,5,Dog\n")
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "eval", "--model", onnx_path,
+                        "--eval_data_pattern", rated, "--segment_labels", "true", "--json",
+                        "--vocabulary", str(vocab), "--output_dir", str(tmp_path / "rep")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert {"hit_at_one", "perr", "gap", "map", "segment_map"} <= set(res)
+    # the same Kaggle metric as infer + score
+    infer(onnx_path, rated, str(tmp_path / "s.csv"), segment_labels=True, progress=False)
+    assert res["segment_map"] == pytest.approx(score(str(tmp_path / "s.csv"), rated)["map"], abs=1e-9)
+    assert set(os.listdir(tmp_path / "rep")) == {"metrics.json", "class_ap.csv", "metrics.png"}
+    assert (tmp_path / "rep/metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_infer_errors(trained_flm, learn_dir, tmp_path):
+    train_dir, onnx_path, _ = trained_flm
+    with pytest.raises(Yt8mError, match="no such model file"):
+        infer(str(tmp_path / "nope.onnx"), f"{learn_dir}/3/frame/test*", str(tmp_path / "x.csv"))
+    with pytest.raises(Yt8mError, match="no files match"):
+        infer(onnx_path, str(tmp_path / "nothing*"), str(tmp_path / "x.csv"))
+    with pytest.raises(Yt8mError, match="--shard"):
+        infer(onnx_path, f"{learn_dir}/3/frame/test*", str(tmp_path / "x.csv"), shard="3/2")
+    assert not (tmp_path / "x.csv").exists()
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "infer", "--model", onnx_path,
+                        "--input_data_pattern", f"{learn_dir}/3/frame/test*", "--segment_labels", "true",
+                        "--benchmark", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["segments"] > 0 and set(st["stage_seconds"]) == {"read", "parse", "infer", "rank", "write"}

@@ -1,0 +1,136 @@
+"""Training: every model trains on CPU; short runs learn; checkpoints, resume and --start_new_model."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from yt8m_engine import Yt8mError
+from yt8m_engine.train.config import FRAME_MODELS, MODELS, ModelConfig, TrainConfig, load_config
+from yt8m_engine.train.trainer import KerasPredictor, latest_checkpoint, train
+
+tf = pytest.importorskip("tensorflow")
+
+SMALL = dict(dbof_cluster_size=64, dbof_hidden_size=32, lstm_cells=16, lstm_layers=2, netvlad_cluster_size=8,
+             netvlad_hidden_size=32, nextvlad_cluster_size=8, nextvlad_hidden_size=32, iterations=10,
+             batch_norm_momentum=0.9)
+
+
+def small_config(model, **kw):
+    frame = model in FRAME_MODELS
+    names = ["rgb", "audio"] if frame else ["mean_rgb", "mean_audio"]
+    return ModelConfig(model=model, frame_features=frame, feature_names=names, **{**SMALL, **kw})
+
+
+def pattern(data, frame=True):
+    return f"{data}/2/{'frame' if frame else 'video'}/train*"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_a_few_steps(synth_dir, tmp_path, model):
+    cfg = small_config(model)
+    r = train(cfg, TrainConfig(train_data_pattern=pattern(synth_dir, cfg.frame_features), train_dir=str(tmp_path),
+                               batch_size=16, max_steps=3, log_every=1), echo=lambda s: None)
+    assert r["steps"] == 3 and np.isfinite(r["loss"])
+    assert latest_checkpoint(str(tmp_path)).endswith("ckpt-3")
+    saved, tcfg = load_config(str(tmp_path))
+    assert saved == cfg and tcfg.batch_size == 16
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))  # TensorBoard
+
+
+@pytest.mark.parametrize("model, kw, epochs, lr", [
+    ("FrameLevelLogisticModel", {}, 8, 0.05),
+    ("DbofModel", dict(dbof_cluster_size=256, dbof_hidden_size=128, iterations=30), 8, 0.01),
+])
+def test_short_run_beats_untrained(learn_dir, tmp_path, model, kw, epochs, lr):
+    from yt8m_engine.evaluate import evaluate
+
+    cfg = small_config(model, **kw)
+    train(cfg, TrainConfig(train_data_pattern=pattern(learn_dir), train_dir=str(tmp_path), batch_size=32,
+                           num_epochs=epochs, base_learning_rate=lr, log_every=1000), echo=lambda s: None)
+    val = f"{learn_dir}/2/frame/validate*"
+    trained = evaluate(str(tmp_path), val)
+    untrained = evaluate("", val, predictor=KerasPredictor(str(tmp_path), f"{tmp_path}/checkpoints/ckpt-0"))
+    assert trained["gap"] > 0.2 and untrained["gap"] < 0.02, (trained["gap"], untrained["gap"])
+    assert trained["hit_at_one"] > 0.4 > untrained["hit_at_one"] + 0.3
+
+
+def test_resume_and_start_new_model(synth_dir, tmp_path):
+    cfg = small_config("FrameLevelLogisticModel")
+    tcfg = TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=str(tmp_path), batch_size=8, max_steps=3,
+                       export_model_steps=2, log_every=1)
+    train(cfg, tcfg, echo=lambda s: None)
+    before = KerasPredictor(str(tmp_path)).model.get_layer("head").kernel.numpy().copy()
+    lines = []
+    tcfg.max_steps = 5
+    r = train(cfg, tcfg, echo=lines.append)
+    assert r["steps"] == 5 and any("resumed from" in ln and "at step 3" in ln for ln in lines)
+    after = KerasPredictor(str(tmp_path)).model.get_layer("head").kernel.numpy()
+    assert not np.array_equal(before, after)
+    r = train(cfg, tcfg, start_new_model=True, echo=lines.append)
+    assert r["steps"] == 5 and latest_checkpoint(str(tmp_path)).endswith("ckpt-5")
+    assert sorted(os.listdir(f"{tmp_path}/checkpoints"))[0].startswith("checkpoint")
+    with pytest.raises(Yt8mError, match="other settings"):
+        train(small_config("FrameLevelLogisticModel", moe_num_mixtures=4), tcfg, echo=lambda s: None)
+
+
+def test_killed_run_resumes_from_last_checkpoint(synth_dir, tmp_path):
+    cmd = [sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
+           "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "4",
+           "--num_epochs", "1000", "--export_model_steps", "3", "--log_every", "1000"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(f"{tmp_path}/checkpoints/ckpt-6.index"):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    step = int(latest_checkpoint(str(tmp_path)).rsplit("-", 1)[1])
+    assert step >= 6
+    lines = []
+    r = train(*load_config(str(tmp_path))[:1], TrainConfig(train_data_pattern=pattern(synth_dir),
+                                                           train_dir=str(tmp_path), batch_size=4,
+                                                           max_steps=step + 2), echo=lines.append)
+    assert f"at step {step}" in lines[0] and r["steps"] == step + 2
+
+
+def test_segment_fine_tuning_masks_unrated_classes(synth_dir, tmp_path):
+    from yt8m_engine.train.data import make_dataset
+
+    cfg = small_config("FrameLevelLogisticModel")
+    ds = make_dataset([f"{synth_dir}/3/frame/validate0000.tfrecord"], cfg, 64, segments=True, training=False)
+    inputs, labels, weights = next(iter(ds))
+    assert inputs["frames"].shape[1:] == (5, 1152)
+    assert (weights.numpy().sum(1) == 1).all()                 # one rated class per example
+    assert (labels.numpy() <= weights.numpy()).all()           # positives only where rated
+    r = train(cfg, TrainConfig(train_data_pattern=f"{synth_dir}/3/frame/validate*", train_dir=str(tmp_path),
+                               segment_labels=True, batch_size=16, max_steps=2), echo=lambda s: None)
+    assert r["steps"] == 2
+
+
+def test_losses_match_numpy():
+    from yt8m_engine.train.losses import cross_entropy_loss, hinge_loss, softmax_loss
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, (6, 9)).astype(np.float32)
+    y = (rng.random((6, 9)) < 0.3).astype(np.float32)
+    w = (rng.random((6, 9)) < 0.5).astype(np.float32)
+    ce = -(y * np.log(p + 1e-5) + (1 - y) * np.log(1 - p + 1e-5))
+    assert float(cross_entropy_loss(p, y)) == pytest.approx(ce.sum(1).mean(), rel=1e-5)
+    assert float(cross_entropy_loss(p, y, w)) == pytest.approx((ce * w).sum(1).mean(), rel=1e-5)
+    assert float(hinge_loss(p, y)) == pytest.approx(np.maximum(0, 1 - (2 * y - 1) * p).sum(1).mean(), rel=1e-5)
+    norm = y / np.maximum(y.sum(1, keepdims=True), 1e-8)
+    logsm = p - np.log(np.exp(p).sum(1, keepdims=True))
+    assert float(softmax_loss(p, y)) == pytest.approx(-(norm * logsm).sum(1).mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "BogusModel"], "unknown --model 'BogusModel'; valid models: LogisticModel"),
+    (["--label_loss", "L1"], "unknown --label_loss 'L1'; valid losses: CrossEntropyLoss"),
+])
+def test_cli_rejects_unknown_names(synth_dir, tmp_path, args, message):
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
+                        "--train_dir", str(tmp_path)] + args, capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
