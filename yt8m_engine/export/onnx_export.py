@@ -79,10 +79,8 @@ class Graph:
         return y
 
     def batch_norm(self, x, bn):
-        gamma, beta, mean, var = (np.asarray(v, np.float32) for v in (bn.gamma, bn.beta, bn.moving_mean,
-                                                                         bn.moving_variance))
-        inv = (gamma / np.sqrt(var + np.float32(bn.epsilon))).astype(np.float32)
-        return self.op("Add", [self.op("Mul", [x, self.const(inv)]), self.const(beta - mean * inv)])
+        a, c = _bn_affine(bn)
+        return self.op("Add", [self.op("Mul", [x, self.const(a)]), self.const(c)])
 
     def activation(self, x, kind):
         if kind == "relu6":
@@ -130,33 +128,62 @@ def _head(g: Graph, x, model, cfg: ModelConfig, cols):
 
 
 def _frame_input(g: Graph, frames, num_frames):
+    """Dequantized frames x [B, T, D] (not normalised), inv [B, T, 1] = 1 / ||x|| per frame, mask [B, T, 1].
+
+    The per-frame L2 normalisation is a per-frame scale, so it is applied after the first linear map
+    (x @ W) * inv instead of materialising x * inv: fewer passes over the largest tensor.
+    """
     x = g.op("Cast", [frames], to=TensorProto.FLOAT)
     x = g.op("Add", [g.op("Mul", [x, g.const(fmt.DEQUANT_SCALE, dtype=np.float32)]),
                      g.const(fmt.DEQUANT_BIAS, dtype=np.float32)])
-    x = g.l2_normalize(x, 2, np.float32)  # in float32, as the Keras model, before any fp16 cast
+    ss = g.op("ReduceSumSquare", [x], axes=[2], keepdims=1)
+    inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Max", [ss, g.const(np.float32(L2_EPS), dtype=np.float32)])])])
     if g.dtype != np.float32:
         x = g.op("Cast", [x], to=TensorProto.FLOAT16)
+        inv = g.op("Cast", [inv], to=TensorProto.FLOAT16)
     t = g.op("Gather", [g.op("Shape", [frames]), g.const(np.array(1, np.int64), dtype=np.int64)], axis=0)
     rng = g.op("Range", [g.const(np.array(0, np.int64), dtype=np.int64), t, g.const(np.array(1, np.int64), dtype=np.int64)])
     nf = g.op("Cast", [num_frames], to=TensorProto.INT64)
     valid = g.op("Less", [g.op("Unsqueeze", [rng, g.axes(0)]), g.op("Unsqueeze", [nf, g.axes(1)])])
     mask = g.op("Unsqueeze", [g.op("Cast", [valid], to=_onnx_dtype(g.dtype)), g.axes(2)])  # [B, T, 1]
-    return g.op("Mul", [x, mask]), mask, nf
+    return x, inv, mask, nf
 
 
 def _onnx_dtype(dtype):
     return TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
 
 
-def _backbone(g: Graph, model, cfg: ModelConfig, x, mask, nf):
+def _bn_affine(bn):
+    gamma, beta, mean, var = (np.asarray(v, np.float32) for v in (bn.gamma, bn.beta, bn.moving_mean,
+                                                                     bn.moving_variance))
+    a = (gamma / np.sqrt(var + np.float32(bn.epsilon))).astype(np.float32)
+    return a, (beta - mean * a).astype(np.float32)
+
+
+def _scaled_dense(g: Graph, x, inv, kernel, bias=None, pre_bn=None):
+    """dense(bn(x * inv)) computed as (x @ W') * inv + b' (the normalisation is a per-frame scale)."""
+    w = np.asarray(kernel, np.float32)
+    b = np.zeros(w.shape[1], np.float32) if bias is None else np.asarray(bias, np.float32)
+    if pre_bn is not None:  # bn(z) = z * a + c  =>  bn(z) @ W = z @ (a W) + c @ W
+        a, c = _bn_affine(pre_bn)
+        b = b + c @ w
+        w = a[:, None] * w
+    y = g.op("Mul", [g.op("MatMul", [x, g.const(w)]), inv])
+    return g.op("Add", [y, g.const(b)]) if (bias is not None or pre_bn is not None) else y
+
+
+def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf):
     one = lambda: g.const(np.float32(1))  # noqa: E731
+    normalized = lambda: g.op("Mul", [x, g.op("Mul", [inv, mask])])  # noqa: E731
     if cfg.model == "FrameLevelLogisticModel":
-        return g.op("Div", [g.reduce_sum(x, 1, 0), g.op("Max", [g.reduce_sum(mask, 1, 0), one()])])
+        # sum_t mask_t * x_t / ||x_t||  as one batched MatMul of the per-frame weights with x
+        w = g.op("Transpose", [g.op("Mul", [inv, mask])], perm=[0, 2, 1])           # [B, 1, T]
+        pooled = g.op("Squeeze", [g.op("MatMul", [w, x]), g.axes(1)])               # [B, D]
+        return g.op("Div", [pooled, g.op("Max", [g.reduce_sum(mask, 1, 0), one()])])
     if cfg.model == "DbofModel":
         L = model.get_layer("dbof")
-        if L.input_bn is not None:
-            x = g.batch_norm(x, L.input_bn)
-        a = g.dense(x, L.cluster.kernel, L.cluster.bias if L.cluster.use_bias else None)
+        a = _scaled_dense(g, x, inv, L.cluster.kernel, L.cluster.bias if L.cluster.use_bias else None,
+                          pre_bn=L.input_bn)
         if L.cluster_bn is not None:
             a = g.batch_norm(a, L.cluster_bn)
         a = g.op("Mul", [g.activation(a, cfg.dbof_activation), mask])
@@ -169,7 +196,7 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, mask, nf):
             h = g.batch_norm(h, L.hidden_bn)
         return g.activation(h, cfg.dbof_activation)
     if cfg.model == "LstmModel":
-        seq = g.op("Transpose", [x], perm=[1, 0, 2])  # [T, B, I]
+        seq = g.op("Transpose", [normalized()], perm=[1, 0, 2])  # [T, B, I]
         for i in range(cfg.lstm_layers):
             L = model.get_layer(f"lstm_{i}")
             cell = L.cell
@@ -191,7 +218,7 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, mask, nf):
     if cfg.model in ("NetVladModel", "NeXtVladModel"):
         L = model.get_layer("netvlad" if cfg.model == "NetVladModel" else "nextvlad")
         if cfg.model == "NeXtVladModel":
-            x = g.dense(x, L.expand.kernel, L.expand.bias)
+            x = _scaled_dense(g, x, inv, L.expand.kernel, L.expand.bias)
             att = g.op("Mul", [g.op("Sigmoid", [g.dense(x, L.attention.kernel, L.attention.bias)]), mask])
             a = g.dense(x, L.assign.kernel, L.assign.bias)
             a = g.op("Softmax", [g.op("Reshape", [a, g.const(np.array([0, 0, L.g, L.k], np.int64), dtype=np.int64)])],
@@ -201,6 +228,7 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, mask, nf):
             x = g.op("Reshape", [x, g.const(np.array([0, -1, L.f], np.int64), dtype=np.int64)])
             dim = L.f
         else:
+            x = normalized()
             a = g.op("Mul", [g.op("Softmax", [g.dense(x, L.assign.kernel, L.assign.bias)], axis=-1), mask])
             dim = L.d
         a_sum = g.reduce_sum(a, 1)
@@ -229,8 +257,8 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
     if cfg.frame_features:
         inputs = [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["batch", "frames", d]),
                   helper.make_tensor_value_info("num_frames", TensorProto.INT32, ["batch"])]
-        x, mask, nf = _frame_input(g, "frames", "num_frames")
-        pooled = _backbone(g, model, cfg, x, mask, nf)
+        x, inv, mask, nf = _frame_input(g, "frames", "num_frames")
+        pooled = _backbone(g, model, cfg, x, inv, mask, nf)
     else:
         inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", d])]
         pooled = g.l2_normalize("features", 1, np.float32)
