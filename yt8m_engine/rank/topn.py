@@ -54,11 +54,24 @@ def _compact(bs, bk, cnt, n):
     return w, t
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _offer(bs, bk, cnt, thr, j, v, k, n):
+    """Offer (v, k) to class j: one comparison below the threshold; compacts a full buffer."""
+    if v < thr[j]:
+        return
+    if cnt[j] == bs.shape[0]:
+        cnt[j], thr[j] = _compact(bs, bk, cnt[j], n)
+        if v < thr[j]:
+            return
+    bs[cnt[j]] = v
+    bk[cnt[j]] = k
+    cnt[j] += 1
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def push_all(scores, keys, bs, bk, cnt, thr, n, nthreads):
     """Offer every (segment, class) score: scores [S, J], keys [S]; state bs/bk [J, B], cnt/thr [J]."""
     nseg, ncls = scores.shape
-    cap = bs.shape[1]
     per = (ncls + nthreads - 1) // nthreads
     for t in prange(nthreads):
         j0 = t * per
@@ -67,35 +80,17 @@ def push_all(scores, keys, bs, bk, cnt, thr, n, nthreads):
             row = scores[s]
             k = keys[s]
             for j in range(j0, j1):
-                v = row[j]
-                if v < thr[j]:
-                    continue
-                if cnt[j] == cap:
-                    cnt[j], thr[j] = _compact(bs[j], bk[j], cnt[j], n)
-                    if v < thr[j]:
-                        continue
-                bs[j, cnt[j]] = v
-                bk[j, cnt[j]] = k
-                cnt[j] += 1
+                if row[j] >= thr[j]:
+                    _offer(bs[j], bk[j], cnt, thr, j, row[j], k, n)
 
 
 @njit(cache=True, nogil=True)
 def push_topk(scores, keys, top_cls, bs, bk, cnt, thr, n):
     """The starter's mode: each segment enters only the classes of its own top-k (top_cls [S, k])."""
-    cap = bs.shape[1]
     for s in range(scores.shape[0]):
         for i in range(top_cls.shape[1]):
             j = top_cls[s, i]
-            v = scores[s, j]
-            if v < thr[j]:
-                continue
-            if cnt[j] == cap:
-                cnt[j], thr[j] = _compact(bs[j], bk[j], cnt[j], n)
-                if v < thr[j]:
-                    continue
-            bs[j, cnt[j]] = v
-            bk[j, cnt[j]] = keys[s]
-            cnt[j] += 1
+            _offer(bs[j], bk[j], cnt, thr, j, scores[s, j], keys[s], n)
 
 
 @njit(cache=True, nogil=True)
@@ -182,15 +177,5 @@ def _offer_class(t: TopN, j: int, s: np.ndarray, k: np.ndarray) -> None:
 
 @njit(cache=True, nogil=True)
 def _push_class(s, k, bs, bk, cnt, thr, j, n):
-    cap = bs.shape[0]
     for i in range(s.shape[0]):
-        v = s[i]
-        if v < thr[j]:
-            continue
-        if cnt[j] == cap:
-            cnt[j], thr[j] = _compact(bs, bk, cnt[j], n)
-            if v < thr[j]:
-                continue
-        bs[cnt[j]] = v
-        bk[cnt[j]] = k[i]
-        cnt[j] += 1
+        _offer(bs, bk, cnt, thr, j, s[i], k[i], n)
