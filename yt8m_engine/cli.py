@@ -122,6 +122,8 @@ BOOL = click.BOOL
 @opt("l2-penalty", type=float, default=1e-8, show_default=True)
 @opt("seed", type=int, default=0, show_default=True)
 @opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
+@opt("workers", default=None, help="multi-worker: HOST:PORT,HOST:PORT,... (or set $TF_CONFIG)")
+@opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")
 def train(**kw):
     """Train a model (resumes from the latest checkpoint in --train_dir)."""
     from .train.config import FRAME_MODELS, ModelConfig, TrainConfig
@@ -133,11 +135,12 @@ def train(**kw):
     spec = __import__("yt8m_engine.format", fromlist=["FeatureSpec"]).FeatureSpec.parse(
         kw.pop("feature_names"), kw.pop("feature_sizes"), frame)
     start_new = kw.pop("start_new_model")
+    workers, task_index = kw.pop("workers"), kw.pop("task_index")
     mfields = {f for f in ModelConfig.__dataclass_fields__}
     mcfg = ModelConfig(feature_names=list(spec.names), feature_sizes=list(spec.sizes), frame_features=frame,
                        **{k: v for k, v in kw.items() if k in mfields})
     tcfg = TrainConfig(**{k: v for k, v in kw.items() if k not in mfields})
-    run_train(mcfg, tcfg, start_new_model=start_new, echo=click.echo)
+    run_train(mcfg, tcfg, start_new_model=start_new, echo=click.echo, workers=workers, task_index=task_index)
 
 
 @cli.command("eval")
@@ -235,11 +238,14 @@ def export(train_dir, output, classes, fp16, checkpoint):
 @opt("providers", default="auto", show_default=True, help="auto, or a list of cuda, tensorrt, cpu")
 @opt("readers", type=int, default=1, show_default=True, help="file reader/parser threads")
 @opt("shard", default=None, help="i/n: process files with index % n == i, write a partial ranking")
+@opt("engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+     help="ray: shards on Ray Data actors (pip install 'yt8m-engine[ray]')")
+@opt("address", default=None, help="Ray cluster address (auto, or HOST:PORT); default: start a local one")
 @opt("skip-corrupt", is_flag=True)
 @opt("benchmark", is_flag=True, help="print throughput and per-stage times")
 @opt("json", "as_json", is_flag=True, help="print the statistics as one JSON object")
 def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment_max_pred, segment_label_ids_file,
-          segment_mode, batch_size, providers, readers, shard, skip_corrupt, benchmark, as_json):
+          segment_mode, batch_size, providers, readers, shard, engine, address, skip_corrupt, benchmark, as_json):
     """Write a Kaggle submission (video- or segment-level) with ONNX Runtime."""
     from .infer import infer as run_infer
 
@@ -248,7 +254,7 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
     st = run_infer(model, input_data_pattern, output_file, segment_labels=segment_labels, top_k=top_k,
                    segment_max_pred=segment_max_pred, segment_label_ids_file=segment_label_ids_file,
                    batch_size=batch_size, providers=providers, shard=shard, segment_mode=segment_mode,
-                   skip_corrupt=skip_corrupt, readers=readers, progress=not as_json)
+                   skip_corrupt=skip_corrupt, readers=readers, progress=not as_json, engine=engine, address=address)
     if as_json:
         echo_json(st.to_dict())
         return
@@ -256,7 +262,7 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
         click.echo(st.table())
     if output_file:
         click.echo(f"wrote {output_file}: {st.videos} videos, {st.segments} segments in {st.wall:.1f} s "
-                   f"({st.provider})")
+                   f"({st.provider})" + (f"; skipped {st.corrupt} corrupt records" if st.corrupt else ""))
 
 
 @cli.command()

@@ -23,11 +23,12 @@ from . import format as fmt
 from .engine import OnnxModel
 from .errors import Yt8mError
 from .io.reader import Reader, resolve_files
-from .io.tfrecord import AtomicWriter, read_file_bytes
+from .io.tfrecord import read_file_bytes
 from .kernels.metrics import topk
 from .kernels.segments import cut_segments
-from .rank.submission import IdTable, VIDEO_HEADER, segment_csv_bytes, video_csv_lines
-from .rank.topn import TopN, merge_rankings, segment_keys
+from .rank.partial import Partial, merge_partials
+from .rank.submission import IdTable, video_csv_lines
+from .rank.topn import TopN, segment_keys
 
 _DONE = object()
 
@@ -94,27 +95,77 @@ class _Progress:
             self.last = now
 
 
+@dataclass
+class Options:
+    """What to compute (picklable: sent to Ray actors)."""
+
+    segment_labels: bool = False
+    top_k: int = 20
+    segment_max_pred: int = 100000
+    segment_label_ids_file: str | None = None
+    batch_size: int | None = None
+    segment_mode: str = "all"
+    skip_corrupt: bool = False
+    readers: int = 1
+    providers: str = "auto"
+    intra_threads: int | None = None
+
+    def validate(self) -> "Options":
+        if self.segment_mode not in ("all", "topk"):
+            raise Yt8mError("--segment-mode must be 'all' or 'topk'")
+        if self.top_k < 1 or self.segment_max_pred < 1:
+            raise Yt8mError("--top_k and --segment_max_pred must be at least 1")
+        return self
+
+
 def infer(model_path: str, input_data_pattern: str, output_file: str | None = None, *,
-          segment_labels: bool = False, top_k: int = 20, segment_max_pred: int = 100000,
-          segment_label_ids_file: str | None = None, batch_size: int | None = None, providers: str = "auto",
-          shard: str | None = None, segment_mode: str = "all", skip_corrupt: bool = False, readers: int = 1,
-          progress: bool = True, intra_threads: int | None = None) -> Stats:
-    """Run inference; write the submission (or a partial ranking with --shard). Returns Stats."""
+          shard: str | None = None, engine: str = "local", address: str | None = None, progress: bool = True,
+          **options) -> Stats:
+    """Run inference; write the submission (or a partial ranking with --shard). Returns Stats.
+
+    engine 'local': this process; 'ray': Ray Data over a local or remote cluster (see distributed.py).
+    """
     t_wall = time.perf_counter()
-    if segment_mode not in ("all", "topk"):
-        raise Yt8mError("--segment-mode must be 'all' or 'topk'")
-    if top_k < 1 or segment_max_pred < 1:
-        raise Yt8mError("--top_k and --segment_max_pred must be at least 1")
+    opts = Options(**options).validate()
     sh = parse_shard(shard)
     all_files = resolve_files(input_data_pattern)
     work = [(i, f) for i, f in enumerate(all_files) if sh is None or i % sh[1] == sh[0]]
-    model = OnnxModel(model_path, providers, threads=intra_threads)
+    if engine == "ray":
+        from .distributed import ray_infer
+
+        stats, partial = ray_infer(model_path, work, len(all_files), opts, address=address)
+    elif engine == "local":
+        stats, partial = run_files(model_path, work, len(all_files), opts, progress=progress)
+    else:
+        raise Yt8mError(f"unknown --engine {engine!r}: use local or ray")
+    t0 = time.perf_counter()
+    if output_file:
+        if sh is not None:
+            partial.save(output_file)
+        else:
+            partial.write_csv(output_file)
+    stats.stage["write"] += time.perf_counter() - t0
+    stats.wall = time.perf_counter() - t_wall
+    return stats
+
+
+def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
+              progress: bool = False) -> tuple[Stats, Partial]:
+    """The overlapped pipeline over the given (file index, path) pairs; model: a path or an OnnxModel."""
+    t_wall = time.perf_counter()
+    if not isinstance(model, OnnxModel):
+        model = OnnxModel(model, opts.providers, threads=opts.intra_threads)
     info = model.info
+    segment_labels = opts.segment_labels
+    top_k = opts.top_k
+    segment_mode = opts.segment_mode
+    skip_corrupt = opts.skip_corrupt
     if segment_labels and not info.frame_features:
-        raise Yt8mError(f"{model_path}: a video-level model cannot score 5-frame segments; use a frame-level model")
+        raise Yt8mError(f"{model.path}: a video-level model cannot score 5-frame segments; use a frame-level model")
     stats = Stats(files=len(work), provider=model.provider)
-    seg_ids = fmt.load_segment_label_ids(segment_label_ids_file) if segment_labels else None
+    seg_ids = fmt.load_segment_label_ids(opts.segment_label_ids_file) if segment_labels else None
     cols = model.columns_for(seg_ids) if segment_labels else None
+    batch_size = opts.batch_size
     if batch_size is None:
         # on a CPU small batches keep the float intermediates in cache (measured 2.4x faster than 8192)
         batch_size = (8192 if model.on_gpu else 1024) if segment_labels else 256
@@ -157,8 +208,8 @@ def infer(model_path: str, input_data_pattern: str, output_file: str | None = No
         finally:
             q_in.put(_DONE)
 
-    ids = IdTable(len(all_files))
-    ranker = TopN(len(seg_ids), segment_max_pred) if segment_labels else None
+    ids = IdTable(num_files)
+    ranker = TopN(len(seg_ids), opts.segment_max_pred) if segment_labels else None
     video_lines: dict[int, list[str]] = {}
 
     def rank_worker():
@@ -185,7 +236,7 @@ def infer(model_path: str, input_data_pattern: str, output_file: str | None = No
             while q_rank.get() is not _DONE:  # drain so the producer never blocks
                 pass
 
-    n_readers = max(1, min(readers, len(work)))
+    n_readers = max(1, min(opts.readers, len(work)))
     threads = [threading.Thread(target=read_worker, args=(work[i::n_readers],), daemon=True) for i in range(n_readers)]
     ranker_thread = threading.Thread(target=rank_worker, daemon=True)
     for t in threads:
@@ -230,25 +281,14 @@ def infer(model_path: str, input_data_pattern: str, output_file: str | None = No
     prog.update(stats.videos, stats.segments, final=True)
 
     t0 = time.perf_counter()
-    if output_file:
-        if sh is not None:
-            _write_partial(output_file, segment_labels, seg_ids, ranker, ids, video_lines, len(all_files),
-                           segment_max_pred)
-        elif segment_labels:
-            s, k, c = ranker.result()
-            with AtomicWriter(output_file) as f:
-                f.write(segment_csv_bytes(seg_ids, k, c, ids))
-        else:
-            with AtomicWriter(output_file, "w") as f:
-                f.write(VIDEO_HEADER + "\n")
-                for fidx in sorted(video_lines):
-                    for _, lines in sorted(video_lines[fidx]):
-                        f.write(lines)
-    elif segment_labels:
-        ranker.result()  # --benchmark without output still measures the final ranking
-    stats.stage["write"] += time.perf_counter() - t0
+    if segment_labels:
+        partial = Partial.from_topn(ranker, seg_ids, ids, num_files)
+    else:
+        partial = Partial("video", num_files, video_text={f: "".join(t for _, t in sorted(v))
+                                                          for f, v in video_lines.items()})
+    stats.stage["rank"] += time.perf_counter() - t0
     stats.wall = time.perf_counter() - t_wall
-    return stats
+    return stats, partial
 
 
 def _pad(b, a, n):
@@ -264,54 +304,10 @@ def _pad(b, a, n):
     return frames, nf
 
 
-def _write_partial(path, segment_labels, seg_ids, ranker, ids: IdTable, video_lines, num_files, n):
-    arrays = {"kind": np.array("segment" if segment_labels else "video"), "num_files": np.array(num_files),
-              "top_n": np.array(n), **ids.to_arrays()}
-    if segment_labels:
-        s, k, c = ranker.result()
-        arrays.update(class_ids=np.asarray(seg_ids, np.int64), scores=s, keys=k, counts=c)
-    else:
-        files = sorted(video_lines)
-        text = ["".join(lines for _, lines in sorted(video_lines[f])) for f in files]
-        arrays.update(line_files=np.array(files, np.int64),
-                      line_text=np.array(text, dtype=object).astype(str) if text else np.zeros(0, "U1"))
-    with AtomicWriter(path) as f:
-        np.savez(f, **arrays)
-
-
 def merge(partials: list[str], output_file: str, segment_max_pred: int | None = None) -> dict:
     """Combine `infer --shard` partial rankings into the final CSV (identical to a single run)."""
     if not partials:
         raise Yt8mError("merge needs at least one partial ranking")
-    loaded = []
-    for p in partials:
-        try:
-            z = np.load(p, allow_pickle=False)
-            loaded.append({k: z[k] for k in z.files})
-        except (OSError, ValueError) as e:
-            raise Yt8mError(f"{p}: not a partial ranking written by 'infer --shard' ({e})") from None
-    kinds = {str(d["kind"]) for d in loaded}
-    if len(kinds) != 1:
-        raise Yt8mError("cannot merge segment and video partial rankings together")
-    num_files = int(loaded[0]["num_files"])
-    ids = IdTable(num_files)
-    for d, p in zip(loaded, partials):
-        if int(d["num_files"]) != num_files:
-            raise Yt8mError(f"{p}: made from another file list ({int(d['num_files'])} files, not {num_files})")
-        ids.update(IdTable.from_arrays(num_files, d))
-    if kinds == {"segment"}:
-        n = segment_max_pred or int(loaded[0]["top_n"])
-        class_ids = loaded[0]["class_ids"]
-        for d, p in zip(loaded, partials):
-            if not np.array_equal(d["class_ids"], class_ids):
-                raise Yt8mError(f"{p}: ranks other classes than {partials[0]}")
-        s, k, c = merge_rankings([(d["scores"], d["keys"], d["counts"]) for d in loaded], n)
-        with AtomicWriter(output_file) as f:
-            f.write(segment_csv_bytes(class_ids, k, c, ids))
-    else:
-        pieces = sorted((int(f), str(t)) for d in loaded for f, t in zip(d["line_files"], d["line_text"]))
-        with AtomicWriter(output_file, "w") as f:
-            f.write(VIDEO_HEADER + "\n")
-            for _, text in pieces:
-                f.write(text)
+    merged = merge_partials([Partial.load(p) for p in partials], partials, segment_max_pred)
+    merged.write_csv(output_file)
     return {"output": output_file, "partials": len(partials), "bytes": os.path.getsize(output_file)}

@@ -17,7 +17,7 @@ from numba import njit
 from . import __version__
 from . import format as fmt
 from .errors import Yt8mError
-from .io.reader import Reader, resolve_files
+from .io.reader import Reader, file_signature, resolve_files
 from .io.tfrecord import AtomicWriter
 from .kernels.metrics import segment_map
 from .rank.submission import entry_key, id_hash, read_segment_submission
@@ -45,7 +45,7 @@ def cache_dir() -> str:
 
 
 def _cache_path(files: list[str]) -> str:
-    sig = [__version__] + [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+    sig = [__version__] + [file_signature(f) for f in files]
     digest = hashlib.sha1(json.dumps(sig).encode()).hexdigest()[:20]
     return os.path.join(cache_dir(), f"ratings-{digest}.npz")
 

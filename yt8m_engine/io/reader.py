@@ -14,10 +14,34 @@ from . import proto
 from .tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, read_file_bytes, scan_records
 
 
+def is_url(path: str) -> bool:
+    """gs://, s3://, memory://, file:// ...: read through fsspec (pip install 'yt8m-engine[cloud]')."""
+    return "://" in path
+
+
+def _fsspec():
+    try:
+        import fsspec
+    except ImportError:
+        raise Yt8mError("reading URLs (gs://, s3://, ...) needs fsspec: pip install 'yt8m-engine[cloud]'") from None
+    return fsspec
+
+
 def resolve_files(pattern: str) -> list[str]:
-    """Files matching a glob (or several, comma-separated), sorted; an error when nothing matches."""
+    """Files matching a glob (or several, comma-separated), sorted; an error when nothing matches.
+
+    Local paths and URLs (gs://bucket/3/frame/test*.tfrecord, through fsspec) are both accepted.
+    """
     files: list[str] = []
     for part in [p.strip() for p in pattern.split(",") if p.strip()]:
+        if is_url(part):
+            fs, root = _fsspec().core.url_to_fs(part)
+            try:
+                found = fs.glob(root) if glob.has_magic(root) else ([root] if fs.isfile(root) else [])
+            except OSError as e:
+                raise Yt8mError(f"{part}: cannot list ({e})") from None
+            files.extend(fs.unstrip_protocol(f) for f in found if fs.isfile(f))
+            continue
         part = fmt.expand_path(part)
         if glob.has_magic(part):
             files.extend(f for f in glob.glob(part) if os.path.isfile(f))
@@ -29,6 +53,18 @@ def resolve_files(pattern: str) -> list[str]:
     if not files:
         raise Yt8mError(f"no files match {pattern!r}")
     return files
+
+
+def file_signature(path: str) -> list:
+    """(path, size, modification stamp) of a local file or URL: changes when the file does."""
+    if is_url(path):
+        fs, p = _fsspec().core.url_to_fs(path)
+        info = fs.info(p)
+        stamp = next((str(info[k]) for k in ("mtime", "LastModified", "updated", "etag", "ETag", "created")
+                      if k in info), "")
+        return [path, int(info.get("size") or 0), stamp]
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
 
 @dataclass

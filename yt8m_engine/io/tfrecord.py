@@ -102,10 +102,19 @@ def scan_records(buf: np.ndarray, check_crc: bool = True):
 
 
 def read_file_bytes(path: str) -> np.ndarray:
+    """A whole file's bytes (local, or a URL through fsspec) as a writable uint8 array."""
     try:
+        if "://" in path:
+            from .reader import _fsspec
+
+            fs, p = _fsspec().core.url_to_fs(path)
+            buf = np.empty(int(fs.size(p)), np.uint8)
+            with fs.open(p, "rb") as f:
+                n = f.readinto(memoryview(buf))
+            return buf[:n]
         return np.fromfile(path, dtype=np.uint8)
     except OSError as e:
-        raise Yt8mError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
 def frame_record(payload: bytes) -> bytes:

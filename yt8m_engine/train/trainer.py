@@ -65,23 +65,53 @@ def load_model(train_dir: str, checkpoint: str | None = None):
     return model, mcfg, int(step.numpy())
 
 
-def _strategy(tf):
+def _strategy(tf, cluster):
+    if cluster is not None:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
-def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, echo=print) -> dict:
-    """Train (or resume) a model. Returns a summary dict (steps, loss, examples_per_sec, train_dir)."""
+def training_files(pattern: str) -> list[str]:
+    """Training input goes through TensorFlow's own file systems (gs://, file://, local)."""
+    from ..io.reader import is_url
+
+    if not any(is_url(p) for p in pattern.split(",")):
+        return resolve_files(pattern)
+    tf = _tf()
+    files = sorted({f for p in pattern.split(",") if p.strip() for f in tf.io.gfile.glob(p.strip())})
+    if not files:
+        raise Yt8mError(f"no files match {pattern!r}")
+    return files
+
+
+def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, echo=print,
+          workers: str | None = None, task_index: int | None = None) -> dict:
+    """Train (or resume) a model. Returns a summary dict (steps, loss, examples_per_sec, train_dir).
+
+    Multi-worker: with --workers/--task_index (or $TF_CONFIG) the same command runs on every worker
+    under MultiWorkerMirroredStrategy; worker 0 (or the chief) writes the checkpoints, the others
+    write theirs under TRAIN_DIR/workers/INDEX. Every worker needs the same --max_steps.
+    """
+    from ..distributed import is_chief, tf_config
+
     mcfg.validate()
     tcfg.validate()
-    files = resolve_files(tcfg.train_data_pattern)
+    cluster = tf_config(workers, task_index)
+    chief = is_chief(cluster)
+    if cluster is not None and tcfg.max_steps is None:
+        raise Yt8mError("multi-worker training needs --max_steps (every worker must run the same number of steps)")
+    if not chief:
+        echo = (lambda s: None)
+    files = training_files(tcfg.train_data_pattern)
     train_dir = tcfg.train_dir
-    ckpt_dir = os.path.join(train_dir, CHECKPOINT_DIR)
+    ckpt_dir = os.path.join(train_dir, CHECKPOINT_DIR) if chief else os.path.join(
+        train_dir, "workers", str(cluster["task"]["index"]), CHECKPOINT_DIR)
     if start_new_model:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        for f in glob.glob(os.path.join(train_dir, "events.out.tfevents.*")):
+        for f in glob.glob(os.path.join(train_dir, "events.out.tfevents.*")) if chief else []:
             os.remove(f)
     elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)) and glob.glob(os.path.join(ckpt_dir, "*.index")):
         saved, _ = load_config(train_dir)
@@ -90,7 +120,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
             raise Yt8mError(f"{train_dir} holds a {saved.model} trained with other settings ({', '.join(diff)}); "
                             "resume without changing them, or pass --start_new_model (or another --train_dir)")
     os.makedirs(train_dir, exist_ok=True)
-    save_config(train_dir, mcfg, tcfg)
+    if chief:
+        save_config(train_dir, mcfg, tcfg)
 
     tf = _tf()
     import keras
@@ -101,7 +132,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
 
     if tcfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = _strategy(tf)
+    strategy = _strategy(tf, cluster)
     with strategy.scope():
         model = build_model(mcfg, seed=tcfg.seed)
         optimizer = make_optimizer(tcfg)
@@ -132,7 +163,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
             preds = model(inputs, training=True)
             loss = loss_fn(preds, labels, weights)
             reg = tf.add_n(model.losses) if model.losses else 0.0
-            total = loss + tcfg.regularization_penalty * reg
+            # gradients are summed over replicas: scale so that they average
+            total = (loss + tcfg.regularization_penalty * reg) / strategy.num_replicas_in_sync
             scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
         grads = tape.gradient(scaled, model.trainable_variables)
         if tcfg.clip_gradient_norm > 0:
@@ -146,7 +178,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
         return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
 
-    writer = tf.summary.create_file_writer(train_dir)
+    writer = tf.summary.create_file_writer(train_dir if chief else os.path.join(ckpt_dir, "..", "logs"))
     step = start_step
     examples = 0
     t_log = time.perf_counter()

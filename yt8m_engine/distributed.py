@@ -1,0 +1,156 @@
+"""Scale-out on existing engines: `infer --engine ray` (Ray Data), multi-worker TensorFlow training.
+
+Ray (optional: pip install 'yt8m-engine[ray]'): the input files are cut into shards (file index % n),
+`ray.data.from_items` carries one shard per block, and `map_batches` runs an actor class that holds
+one ONNX Runtime session (one per GPU where there are GPUs) and turns a shard into a partial per-class
+top-N with the same pipeline as a single process. The driver merges the partials in a total order,
+so the CSV is byte-identical to a single-process run.
+
+Measured pitfalls handled here (Ray 2.60): fractional CPUs per actor (one CPU each silently hangs a
+2-core machine), `num_gpus` only where GPUs exist, batch_size=1 over one block per shard (so shards are
+never fused into one task), a timeout for actors that cannot start, and Ray's session folders in a
+temporary directory of ours that is removed afterwards.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from .errors import Yt8mError
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise Yt8mError("--engine ray needs Ray: pip install 'yt8m-engine[ray]'") from None
+    return ray
+
+
+class _ShardWorker:
+    """A Ray Data actor: one ONNX Runtime session, reused for every shard it is given."""
+
+    def __init__(self, model_path: str, num_files: int, opts):
+        from .engine import OnnxModel
+
+        self.model = OnnxModel(model_path, opts.providers, threads=opts.intra_threads)
+        self.num_files = num_files
+        self.opts = opts
+
+    def __call__(self, batch: dict) -> dict:
+        import io
+
+        from .infer import run_files
+
+        out_stats, out_parts = [], []
+        for files, idx in zip(batch["files"], batch["indices"]):
+            work = [(int(i), str(f)) for i, f in zip(idx, files)]
+            stats, partial = run_files(self.model, work, self.num_files, self.opts)
+            buf = io.BytesIO()
+            np.savez(buf, **partial.to_arrays())
+            out_parts.append(buf.getvalue())
+            out_stats.append(np.array([stats.videos, stats.segments, stats.bytes, stats.corrupt,
+                                       *[stats.stage[k] for k in ("read", "parse", "infer", "rank")]], np.float64))
+        return {"partial": np.array(out_parts, dtype=object), "stats": np.stack(out_stats)}
+
+
+def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts, address: str | None = None,
+              shards: int | None = None, timeout_s: float = 600.0):
+    """(Stats, Partial) of the given files, computed by Ray Data actors."""
+    ray = _ray()
+    from .infer import Stats
+    from .rank.partial import Partial, merge_partials
+
+    t0 = time.perf_counter()
+    tmp = None
+    started = False
+    if not ray.is_initialized():
+        kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            tmp = tempfile.mkdtemp(prefix="yt8m-ray-")
+            ray.init(num_cpus=os.cpu_count() or 1, _temp_dir=tmp, **kw)
+        started = True
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = float(resources.get("CPU", 1))
+        workers = max(1, gpus) if gpus else max(1, min(int(cpus), 4))
+        n_shards = max(1, min(len(work), shards or workers * 2))
+        items = [{"files": [f for _, f in work[i::n_shards]], "indices": [j for j, _ in work[i::n_shards]]}
+                 for i in range(n_shards)]
+        from ray.data import ActorPoolStrategy, DataContext
+
+        ctx = DataContext.get_current()
+        ctx.wait_for_min_actors_s = min(timeout_s, 120)  # a pool that cannot start fails instead of hanging
+        ctx.enable_progress_bars = False
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ds = ray.data.from_items(items, override_num_blocks=n_shards)
+        remote = {"num_cpus": 0.5 if not gpus else 1}
+        if gpus:
+            remote["num_gpus"] = 1
+        ds = ds.map_batches(_ShardWorker, fn_constructor_args=(model_path, num_files, opts), batch_size=1,
+                            compute=ActorPoolStrategy(size=min(workers, n_shards)), batch_format="numpy",
+                            **remote)
+        parts, rows = [], []
+        deadline = time.perf_counter() + timeout_s
+        for row in ds.iter_rows():
+            if time.perf_counter() > deadline:
+                raise Yt8mError(f"--engine ray: no result within {timeout_s:.0f} s (is the cluster short of CPUs?)")
+            with np.load(__import__("io").BytesIO(row["partial"]), allow_pickle=False) as z:
+                parts.append(Partial.from_arrays({k: z[k] for k in z.files}))
+            rows.append(row["stats"])
+        provider = "ray: " + (f"{gpus} GPU actor(s)" if gpus else f"{min(workers, n_shards)} CPU actor(s)")
+    finally:
+        if started:
+            ray.shutdown()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    merged = merge_partials(parts, top_n=opts.segment_max_pred)
+    s = np.sum(rows, axis=0) if rows else np.zeros(8)
+    stats = Stats(files=len(work), videos=int(s[0]), segments=int(s[1]), bytes=int(s[2]), corrupt=int(s[3]),
+                  provider=provider)
+    for k, v in zip(("read", "parse", "infer", "rank"), s[4:]):
+        stats.stage[k] = float(v)
+    stats.wall = time.perf_counter() - t0
+    return stats, merged
+
+
+# -- multi-worker TensorFlow training ------------------------------------------------------------
+def tf_config(workers: str | None, task_index: int | None) -> dict | None:
+    """The cluster of a multi-worker run: from --workers/--task_index, else from $TF_CONFIG, else None."""
+    import json
+
+    if workers:
+        hosts = [w.strip() for w in workers.split(",") if w.strip()]
+        if task_index is None or not 0 <= task_index < len(hosts):
+            raise Yt8mError(f"--task_index must be in [0, {len(hosts)}) with --workers")
+        cfg = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
+        os.environ["TF_CONFIG"] = json.dumps(cfg)
+        return cfg
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+        n = sum(len(v) for v in cfg["cluster"].values())
+        cfg["task"]["type"], int(cfg["task"]["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise Yt8mError(f"$TF_CONFIG is not a valid cluster description ({e})") from None
+    return cfg if n > 1 else None
+
+
+def is_chief(cfg: dict | None) -> bool:
+    if cfg is None:
+        return True
+    t = cfg["task"]
+    if "chief" in cfg["cluster"]:
+        return t["type"] == "chief"
+    return t["type"] == "worker" and int(t["index"]) == 0

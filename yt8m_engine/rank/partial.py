@@ -1,0 +1,105 @@
+"""Partial rankings: what one shard of `infer` produces, merged into the final submission.
+
+A segment partial is a per-class top-N (scores, keys, counts) plus the ids of the videos of its files;
+a video partial is the CSV text of its files. Keys and file indices are global (the sorted list of all
+input files), so merging any split of the files reproduces a single run byte for byte.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import Yt8mError
+from ..io.tfrecord import AtomicWriter
+from .submission import VIDEO_HEADER, IdTable, segment_csv_bytes
+from .topn import TopN, merge_rankings
+
+
+@dataclass
+class Partial:
+    kind: str                      # "segment" or "video"
+    num_files: int
+    top_n: int = 0
+    class_ids: np.ndarray | None = None
+    ranking: tuple | None = None   # (scores [J, M], keys [J, M], counts [J]) for segment partials
+    ids: IdTable | None = None
+    video_text: dict = field(default_factory=dict)  # file index -> CSV lines of its videos
+
+    @classmethod
+    def from_topn(cls, topn: TopN, class_ids, ids: IdTable, num_files: int) -> "Partial":
+        return cls("segment", num_files, topn.n, np.asarray(class_ids, np.int64), topn.result(), ids)
+
+    def to_arrays(self) -> dict:
+        d = {"kind": np.array(self.kind), "num_files": np.array(self.num_files), "top_n": np.array(self.top_n)}
+        if self.kind == "segment":
+            s, k, c = self.ranking
+            d.update(class_ids=self.class_ids, scores=s, keys=k, counts=c, **self.ids.to_arrays())
+        else:
+            files = sorted(self.video_text)
+            d.update(line_files=np.array(files, np.int64),
+                     line_text=np.array([self.video_text[f] for f in files], dtype=str) if files else np.zeros(0, "U1"))
+        return d
+
+    @classmethod
+    def from_arrays(cls, d, name: str = "partial") -> "Partial":
+        try:
+            kind = str(d["kind"])
+            num_files = int(d["num_files"])
+            if kind == "segment":
+                return cls(kind, num_files, int(d["top_n"]), d["class_ids"], (d["scores"], d["keys"], d["counts"]),
+                           IdTable.from_arrays(num_files, d))
+            return cls(kind, num_files, video_text={int(f): str(t) for f, t in zip(d["line_files"], d["line_text"])})
+        except (KeyError, ValueError) as e:
+            raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
+
+    def save(self, path: str) -> None:
+        with AtomicWriter(path) as f:
+            np.savez(f, **self.to_arrays())
+
+    @classmethod
+    def load(cls, path: str) -> "Partial":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls.from_arrays({k: z[k] for k in z.files}, path)
+        except (OSError, ValueError) as e:
+            raise Yt8mError(f"{path}: not a partial ranking written by 'infer --shard' ({e})") from None
+
+    def write_csv(self, path: str) -> None:
+        if self.kind == "segment":
+            _, k, c = self.ranking
+            with AtomicWriter(path) as f:
+                f.write(segment_csv_bytes(self.class_ids, k, c, self.ids))
+        else:
+            with AtomicWriter(path, "w") as f:
+                f.write(VIDEO_HEADER + "\n")
+                for fidx in sorted(self.video_text):
+                    f.write(self.video_text[fidx])
+
+
+def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: int | None = None) -> Partial:
+    """One Partial from several (same kind, same file list, disjoint files)."""
+    if not parts:
+        raise Yt8mError("merge needs at least one partial ranking")
+    names = names or [f"partial {i}" for i in range(len(parts))]
+    p0 = parts[0]
+    for p, name in zip(parts, names):
+        if p.kind != p0.kind:
+            raise Yt8mError("cannot merge segment and video partial rankings together")
+        if p.num_files != p0.num_files:
+            raise Yt8mError(f"{name}: made from another file list ({p.num_files} files, not {p0.num_files})")
+    if p0.kind == "video":
+        text: dict = {}
+        for p, name in zip(parts, names):
+            if set(text) & set(p.video_text):
+                raise Yt8mError(f"{name}: overlaps another partial ranking (same files twice?)")
+            text.update(p.video_text)
+        return Partial("video", p0.num_files, video_text=text)
+    for p, name in zip(parts, names):
+        if not np.array_equal(p.class_ids, p0.class_ids):
+            raise Yt8mError(f"{name}: ranks other classes than {names[0]}")
+    ids = IdTable(p0.num_files)
+    for p in parts:
+        ids.update(p.ids)
+    n = top_n or p0.top_n
+    return Partial("segment", p0.num_files, n, p0.class_ids, merge_rankings([p.ranking for p in parts], n), ids)
