@@ -117,7 +117,10 @@ def test_legacy_video_id_and_unpacked_lists(tmp_path):
     assert b.ids == ["abc"]
     assert b.labels.tolist() == [5, 3861]
     np.testing.assert_array_equal(b.video_frames(0), frames)
-    np.testing.assert_array_equal(b.padded_frames(5)[0, :3], frames)
+    padded, nf = b.padded_frames(max_frames=5)
+    assert padded.shape == (1, 5, 1152) and nf.tolist() == [3]
+    np.testing.assert_array_equal(padded[0, :3], frames)
+    assert not padded[0, 3:].any()
 
 
 def test_dequantize_matches_reference_exactly():

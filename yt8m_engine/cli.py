@@ -13,8 +13,11 @@ import time
 import click
 
 from .errors import Yt8mError
+from .format import FeatureSpec
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner lines are not for users
+# TensorFlow's C++ log lines (CUDA probing on CPU machines, oneDNN banners) are not for users;
+# its real errors still reach them as Python exceptions
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def opt(name: str, dest: str | None = None, **kw):
@@ -132,8 +135,7 @@ def train(**kw):
     frame = kw.pop("frame_features")
     if frame is None:
         frame = kw["model"] in FRAME_MODELS
-    spec = __import__("yt8m_engine.format", fromlist=["FeatureSpec"]).FeatureSpec.parse(
-        kw.pop("feature_names"), kw.pop("feature_sizes"), frame)
+    spec = FeatureSpec.parse(kw.pop("feature_names"), kw.pop("feature_sizes"), frame)
     start_new = kw.pop("start_new_model")
     workers, task_index = kw.pop("workers"), kw.pop("task_index")
     mfields = {f for f in ModelConfig.__dataclass_fields__}

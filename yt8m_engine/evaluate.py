@@ -55,9 +55,7 @@ def _predict_videos(pred, b, batch_size):
     out = []
     for a in range(0, len(b), batch_size):
         if pred.info.frame_features:
-            from .infer import _pad
-
-            out.append(pred.predict_frames(*_pad(b, a, batch_size)))
+            out.append(pred.predict_frames(*b.padded_frames(a, a + batch_size)))
         else:
             out.append(pred.predict_features(b.features[a:a + batch_size]))
     return np.concatenate(out) if out else np.zeros((0, pred.info.class_ids.size), np.float32)

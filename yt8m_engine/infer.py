@@ -263,7 +263,8 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
                 preds = np.concatenate(outs) if outs else np.zeros((0, len(seg_ids)), np.float32)
                 stats.segments += int(frames.shape[0])
             elif info.frame_features:
-                preds = np.concatenate([model.predict_frames(*_pad(b, a, batch_size)) for a in range(0, len(b), batch_size)]) \
+                preds = np.concatenate([model.predict_frames(*b.padded_frames(a, a + batch_size))
+                                        for a in range(0, len(b), batch_size)]) \
                     if len(b) else np.zeros((0, info.class_ids.size), np.float32)
             else:
                 preds = model.predict_features(b.features)
@@ -289,19 +290,6 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     stats.stage["rank"] += time.perf_counter() - t0
     stats.wall = time.perf_counter() - t_wall
     return stats, partial
-
-
-def _pad(b, a, n):
-    sl = slice(a, a + n)
-    sub_off = b.frame_offsets[a:a + n + 1] - b.frame_offsets[a]
-    nf = b.num_frames[sl]
-    t = max(1, int(nf.max(initial=0)))
-    frames = cut_segments(b.frames[b.frame_offsets[a]:b.frame_offsets[min(a + n, len(b))]], sub_off, nf, size=t)[0]
-    if frames.shape[0] != nf.size:  # videos without frames: one empty row each
-        out = np.zeros((nf.size, t, b.frames.shape[1]), np.uint8)
-        out[nf > 0] = frames
-        frames = out
-    return frames, nf
 
 
 def merge(partials: list[str], output_file: str, segment_max_pred: int | None = None) -> dict:

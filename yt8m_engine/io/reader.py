@@ -97,14 +97,24 @@ class Batch:
     def video_frames(self, i: int) -> np.ndarray:
         return self.frames[self.frame_offsets[i]:self.frame_offsets[i + 1]]
 
-    def padded_frames(self, max_frames: int | None = None) -> np.ndarray:
-        """uint8 [n, T, D] with zero padding (T = the longest video, or max_frames)."""
-        t = int(self.num_frames.max(initial=0)) if max_frames is None else int(max_frames)
-        out = np.zeros((len(self), t, self.frames.shape[1]), np.uint8)
-        for i in range(len(self)):
-            v = self.video_frames(i)[:t]
-            out[i, :v.shape[0]] = v
-        return out
+    def padded_frames(self, start: int = 0, stop: int | None = None, max_frames: int | None = None):
+        """(frames uint8 [n, T, D] zero padded, num_frames [n]) of videos start:stop; T = the longest
+        of them, or max_frames (longer videos are cut)."""
+        from ..kernels.segments import cut_segments
+
+        stop = len(self) if stop is None else min(stop, len(self))
+        nf = self.num_frames[start:stop]
+        if max_frames is not None:
+            nf = np.minimum(nf, max_frames)
+        t = max(1, int(nf.max(initial=0))) if max_frames is None else max(1, int(max_frames))
+        off = self.frame_offsets[start:stop + 1] - self.frame_offsets[start]
+        # one "segment" of length T per video: the Numba cutter pads
+        frames = cut_segments(self.frames[self.frame_offsets[start]:self.frame_offsets[stop]], off, nf, size=t)[0]
+        if frames.shape[0] != nf.size:  # videos without frames: one empty row each
+            out = np.zeros((nf.size, t, self.frames.shape[1]), np.uint8)
+            out[nf > 0] = frames
+            frames = out
+        return frames, nf
 
     def video_labels(self, i: int) -> np.ndarray:
         return self.labels[self.label_offsets[i]:self.label_offsets[i + 1]]
