@@ -39,12 +39,15 @@ def test_ray_engine_writes_the_single_process_bytes(trained_flm, learn_dir, tmp_
     pattern = f"{learn_dir}/3/frame/*"
     infer(onnx_path, pattern, str(tmp_path / "single.csv"), segment_labels=True, progress=False,
           segment_max_pred=500)
+    token = os.path.expanduser("~/.ray/auth_token")
+    had_token = os.path.exists(token)
     r = in_netns(f"exec {sys.executable} -m yt8m_engine.cli infer --model {onnx_path} "
                  f"--input_data_pattern '{pattern}' --segment_labels true --segment_max_pred 500 "
                  f"--output_file {tmp_path / 'ray.csv'} --engine ray", timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ray:" in r.stdout
     assert filecmp.cmp(tmp_path / "single.csv", tmp_path / "ray.csv", shallow=False)
+    assert had_token or not os.path.exists(token)  # nothing of Ray's left in the user's home
 
 
 @needs_netns

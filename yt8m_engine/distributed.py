@@ -8,8 +8,9 @@ so the CSV is byte-identical to a single-process run.
 
 Measured pitfalls handled here (Ray 2.60): fractional CPUs per actor (one CPU each silently hangs a
 2-core machine), `num_gpus` only where GPUs exist, batch_size=1 over one block per shard (so shards are
-never fused into one task), a timeout for actors that cannot start, and Ray's session folders in a
-temporary directory of ours that is removed afterwards.
+never fused into one task), a timeout for actors that cannot start, Ray's session folders in a
+temporary directory of ours that is removed afterwards, and an auth token of the run's own (in the
+environment) instead of the ~/.ray/auth_token Ray would write.
 """
 from __future__ import annotations
 
@@ -68,12 +69,19 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
     t0 = time.perf_counter()
     tmp = None
     started = False
+    saved_env = {}
     if not ray.is_initialized():
         kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         if address:
             ray.init(address=address, **kw)
         else:
             tmp = tempfile.mkdtemp(prefix="yt8m-ray-")
+            if not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+                # token auth with a token of this run only: Ray would otherwise write ~/.ray/auth_token
+                import secrets
+
+                saved_env["RAY_AUTH_TOKEN"] = None
+                os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
             ray.init(num_cpus=os.cpu_count() or 1, _temp_dir=tmp, **kw)
         started = True
     try:
@@ -113,6 +121,8 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
             ray.shutdown()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+        for k in saved_env:
+            os.environ.pop(k, None)
     merged = merge_partials(parts, top_n=opts.segment_max_pred)
     s = np.sum(rows, axis=0) if rows else np.zeros(8)
     stats = Stats(files=len(work), videos=int(s[0]), segments=int(s[1]), bytes=int(s[2]), corrupt=int(s[3]),
