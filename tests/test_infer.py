@@ -149,3 +149,19 @@ def test_infer_errors(trained_flm, learn_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     st = json.loads(r.stdout)
     assert st["segments"] > 0 and set(st["stage_seconds"]) == {"read", "parse", "infer", "rank", "write"}
+
+
+def test_providers_on_a_machine_without_gpu(trained_flm):
+    from yt8m_engine.engine import OnnxModel, choose_providers
+
+    _, onnx_path, _ = trained_flm
+    if "CUDAExecutionProvider" in choose_providers("auto"):
+        pytest.skip("a GPU is usable here")
+    assert choose_providers("auto") == ["CPUExecutionProvider"]
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(Yt8mError, match="not usable here"):
+        choose_providers("cuda")
+    with pytest.raises(Yt8mError, match="unknown provider"):
+        choose_providers("opencl")
+    m = OnnxModel(onnx_path, "auto")
+    assert m.provider == "CPUExecutionProvider" and not m.on_gpu

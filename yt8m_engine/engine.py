@@ -77,6 +77,8 @@ def choose_providers(requested: str = "auto") -> list[str]:
         if full not in available or (name in ("cuda", "tensorrt") and not _gpu_usable(ort)):
             raise Yt8mError(f"--providers {name}: {full} is not usable here (available: {', '.join(available)})")
         out.append(full)
+    if "TensorrtExecutionProvider" in out and "CUDAExecutionProvider" not in out:
+        out.insert(out.index("TensorrtExecutionProvider") + 1, "CUDAExecutionProvider")  # for ops TensorRT lacks
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
     return out
