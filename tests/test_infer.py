@@ -165,3 +165,21 @@ def test_providers_on_a_machine_without_gpu(trained_flm):
         choose_providers("opencl")
     m = OnnxModel(onnx_path, "auto")
     assert m.provider == "CPUExecutionProvider" and not m.on_gpu
+
+
+def test_io_binding_path_gives_the_same_predictions(trained_flm):
+    """The io-binding calls used on CUDA, run here on the CPU device: same outputs, buffers reused."""
+    from yt8m_engine.engine import OnnxModel
+
+    _, onnx_path, _ = trained_flm
+    plain = OnnxModel(onnx_path, "cpu", io_binding=False)
+    bound = OnnxModel(onnx_path, "cpu", io_binding=True)
+    rng = np.random.default_rng(0)
+    outs = []
+    for n in (7, 7, 3):
+        fr = rng.integers(0, 256, (n, 5, 1152), dtype=np.uint8)
+        nf = rng.integers(1, 6, n).astype(np.int32)
+        a, b = plain.predict_frames(fr, nf), bound.predict_frames(fr, nf)
+        np.testing.assert_array_equal(a, b)
+        outs.append(b)
+    assert not np.array_equal(outs[0], outs[1])  # a reused output buffer does not alias earlier results

@@ -87,7 +87,8 @@ def choose_providers(requested: str = "auto") -> list[str]:
 class OnnxModel:
     """An exported model under ONNX Runtime."""
 
-    def __init__(self, path: str, providers: str = "auto", threads: int | None = None):
+    def __init__(self, path: str, providers: str = "auto", threads: int | None = None,
+                 io_binding: bool | None = None):
         import onnxruntime as ort
 
         if not os.path.isfile(path):
@@ -107,7 +108,11 @@ class OnnxModel:
         self.info = read_info(path, self.session.get_modelmeta().custom_metadata_map)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-        self._binding = self.session.io_binding() if self.on_gpu else None
+        # io binding by default on the GPU (the output stays in a reused device buffer); it can be
+        # forced on the CPU, where it exercises the same calls
+        use_binding = self.on_gpu if io_binding is None else io_binding
+        self._device = "cuda" if self.on_gpu else "cpu"
+        self._binding = self.session.io_binding() if use_binding else None
         self._out = None
 
     @property
@@ -135,10 +140,11 @@ class OnnxModel:
         import onnxruntime as ort
 
         if self._out is None or self._out.shape()[0] != n:
-            self._out = ort.OrtValue.ortvalue_from_shape_and_type((n, self.info.class_ids.size), np.float32, "cuda", 0)
+            self._out = ort.OrtValue.ortvalue_from_shape_and_type((n, self.info.class_ids.size), np.float32,
+                                                                  self._device, 0)
         b.bind_ortvalue_output("predictions", self._out)
         self.session.run_with_iobinding(b)
-        return self._out.numpy()
+        return self._out.numpy().copy()
 
     def predict_frames(self, frames: np.ndarray, num_frames: np.ndarray) -> np.ndarray:
         return self.run({"frames": frames, "num_frames": np.ascontiguousarray(num_frames, np.int32)})
