@@ -153,6 +153,11 @@ def _onnx_dtype(dtype):
     return TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
 
 
+def _lstm_gates(w, h):
+    """Keras orders LSTM gates i, f, c, o; ONNX i, o, f, c."""
+    return np.concatenate([w[..., :h], w[..., 3 * h:], w[..., h:2 * h], w[..., 2 * h:3 * h]], -1)
+
+
 def _bn_affine(bn):
     gamma, beta, mean, var = (np.asarray(v, np.float32) for v in (bn.gamma, bn.beta, bn.moving_mean,
                                                                      bn.moving_variance))
@@ -201,10 +206,9 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf):
             L = model.get_layer(f"lstm_{i}")
             cell = L.cell
             h = cfg.lstm_cells
-            reorder = lambda w: np.concatenate([w[..., :h], w[..., 3 * h:], w[..., h:2 * h], w[..., 2 * h:3 * h]], -1)  # noqa: E731
-            w = reorder(_w(cell.kernel)).T[None]
-            r = reorder(_w(cell.recurrent_kernel)).T[None]
-            b = np.concatenate([reorder(_w(cell.bias)), np.zeros(4 * h, np.float32)])[None]
+            w = _lstm_gates(_w(cell.kernel), h).T[None]
+            r = _lstm_gates(_w(cell.recurrent_kernel), h).T[None]
+            b = np.concatenate([_lstm_gates(_w(cell.bias), h), np.zeros(4 * h, np.float32)])[None]
             y = g.op("LSTM", [seq, g.const(w), g.const(r), g.const(b)], hidden_size=h)
             seq = g.op("Squeeze", [y, g.axes(1)])
         seq = g.op("Transpose", [seq], perm=[1, 0, 2])  # [B, T, H]
