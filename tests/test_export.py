@@ -126,3 +126,40 @@ def test_export_at_default_size_stays_lean():
     assert out["DbofModel"][0] > 50e6  # really the default size (8192 clusters)
     peak = max(v[1] for v in out.values())
     assert peak < 4096, out
+
+
+@pytest.mark.parametrize("model", ["DbofModel", "FrameLevelLogisticModel", "NetVladModel"])
+def test_fixed_frame_count_export(model, trained_flm, learn_dir, tmp_path):
+    """--frames 5: a static frame axis (DBoF pools with Max over Split slices), same predictions."""
+    from yt8m_engine.export.onnx_export import build_onnx
+
+    km, cfg = random_model(model)
+    dyn = ort.InferenceSession(build_onnx(km, cfg).SerializeToString(), providers=["CPUExecutionProvider"])
+    m = build_onnx(km, cfg, frames=5)
+    onnx.checker.check_model(m)
+    ops = {n.op_type for n in m.graph.node}
+    assert model != "DbofModel" or ("ReduceMax" not in ops and "Split" in ops)
+    fixed = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    fr = rng.integers(0, 256, (9, 5, 1152), dtype=np.uint8)
+    nf = np.array([5, 1, 2, 3, 4, 5, 5, 1, 3], np.int32)
+    np.testing.assert_allclose(fixed.run(None, {"frames": fr, "num_frames": nf})[0],
+                               dyn.run(None, {"frames": fr, "num_frames": nf})[0], atol=1e-6)
+
+
+def test_fixed_frame_export_serves_segments_only(trained_flm, learn_dir, tmp_path):
+    from yt8m_engine import Yt8mError
+    from yt8m_engine.export.onnx_export import export
+    from yt8m_engine.infer import infer
+
+    train_dir, onnx_path, _ = trained_flm
+    path = str(tmp_path / "seg5.onnx")
+    export(train_dir, path, classes="segment", frames=5)
+    rated = f"{learn_dir}/3/frame/validate*"
+    infer(path, rated, str(tmp_path / "a.csv"), segment_labels=True, progress=False)
+    infer(onnx_path, rated, str(tmp_path / "b.csv"), segment_labels=True, progress=False)
+    import filecmp
+
+    assert filecmp.cmp(tmp_path / "a.csv", tmp_path / "b.csv", shallow=False)
+    with pytest.raises(Yt8mError, match="5-frame inputs"):
+        infer(path, rated, str(tmp_path / "v.csv"), progress=False)

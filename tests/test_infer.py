@@ -183,3 +183,27 @@ def test_io_binding_path_gives_the_same_predictions(trained_flm):
         np.testing.assert_array_equal(a, b)
         outs.append(b)
     assert not np.array_equal(outs[0], outs[1])  # a reused output buffer does not alias earlier results
+
+
+def test_read_infer_score_eval_never_import_tensorflow(trained_flm, learn_dir, tmp_path):
+    """They must start fast and run where TensorFlow is absent (a GPU host with only ONNX Runtime)."""
+    _, onnx_path, _ = trained_flm
+    code = f"""
+import sys
+from yt8m_engine.io.synth import synth
+from yt8m_engine.io.inspect import inspect
+from yt8m_engine.infer import infer
+from yt8m_engine.score import score
+from yt8m_engine.evaluate import evaluate
+import yt8m_engine.cli
+synth({str(tmp_path / 'd')!r}, videos=8, shards=1, seed=0)
+inspect({learn_dir + '/3/frame/validate*'!r})
+infer({onnx_path!r}, {learn_dir + '/3/frame/validate*'!r}, {str(tmp_path / 's.csv')!r}, segment_labels=True,
+      progress=False)
+score({str(tmp_path / 's.csv')!r}, {learn_dir + '/3/frame/validate*'!r})
+evaluate({onnx_path!r}, {learn_dir + '/3/frame/validate*'!r})
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFlow was imported"
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "YT8M_ENGINE_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-2000:]

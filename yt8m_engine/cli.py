@@ -216,12 +216,14 @@ def format_eval(res: dict) -> str:
      help="'segment': only the 1000 segment classes (4x less to copy back and rank)")
 @opt("fp16", is_flag=True, help="half-precision weights and compute (inputs and outputs keep their types)")
 @opt("checkpoint", default=None, help="a checkpoint path (default: the latest)")
-def export(train_dir, output, classes, fp16, checkpoint):
+@opt("frames", type=int, default=None,
+     help="a fixed frame count, e.g. 5 for segment inference only (max pooling as Max over frame slices)")
+def export(train_dir, output, classes, fp16, checkpoint, frames):
     """Export a trained model to ONNX (uint8 input, dequantization inside the graph)."""
     from .export.onnx_export import export as run_export
 
     t0 = time.perf_counter()
-    r = run_export(train_dir, output, classes=classes, fp16=fp16, checkpoint=checkpoint)
+    r = run_export(train_dir, output, classes=classes, fp16=fp16, checkpoint=checkpoint, frames=frames)
     click.echo(f"wrote {r['output']} ({r['model']}, step {r['step']}, classes {r['classes']}"
                f"{', fp16' if r['fp16'] else ''}, {r['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
 

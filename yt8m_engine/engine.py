@@ -30,6 +30,7 @@ class ModelInfo:
     step: int
     precision: str
     config: dict
+    frames: int = 0  # a fixed frame count (segment-only export), 0 for a dynamic frame axis
 
 
 def read_info(path: str, meta: dict) -> ModelInfo:
@@ -39,7 +40,7 @@ def read_info(path: str, meta: dict) -> ModelInfo:
                                tuple(json.loads(meta["yt8m.feature_sizes"])), frame)
         return ModelInfo(meta["yt8m.model"], frame, spec, np.array(json.loads(meta["yt8m.class_ids"]), np.int64),
                          int(meta.get("yt8m.checkpoint_step", 0)), meta.get("yt8m.precision", "fp32"),
-                         json.loads(meta.get("yt8m.config", "{}")))
+                         json.loads(meta.get("yt8m.config", "{}")), int(meta.get("yt8m.frames", 0)))
     except (KeyError, ValueError) as e:
         raise Yt8mError(f"{path}: not a yt8m-engine ONNX export (missing or bad metadata {e}); "
                         "export it with 'yt8m-engine export'") from None
@@ -147,6 +148,9 @@ class OnnxModel:
         return self._out.numpy().copy()
 
     def predict_frames(self, frames: np.ndarray, num_frames: np.ndarray) -> np.ndarray:
+        if self.info.frames and frames.shape[1] != self.info.frames:
+            raise Yt8mError(f"{self.path} was exported for {self.info.frames}-frame inputs (segments), not "
+                            f"{frames.shape[1]}-frame videos; export without --frames for video-level use")
         return self.run({"frames": frames, "num_frames": np.ascontiguousarray(num_frames, np.int32)})
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:

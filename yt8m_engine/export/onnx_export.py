@@ -177,7 +177,7 @@ def _scaled_dense(g: Graph, x, inv, kernel, bias=None, pre_bn=None):
     return g.op("Add", [y, g.const(b)]) if (bias is not None or pre_bn is not None) else y
 
 
-def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf):
+def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf, frames: int | None = None):
     one = lambda: g.const(np.float32(1))  # noqa: E731
     normalized = lambda: g.op("Mul", [x, g.op("Mul", [inv, mask])])  # noqa: E731
     if cfg.model == "FrameLevelLogisticModel":
@@ -193,7 +193,12 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf):
             a = g.batch_norm(a, L.cluster_bn)
         a = g.op("Mul", [g.activation(a, cfg.dbof_activation), mask])
         if cfg.dbof_pooling_method == "max":
-            pooled = g.op("ReduceMax", [a], axes=[1], keepdims=0)
+            if frames:  # a fixed frame count: an elementwise Max over the frame slices (faster on GPUs)
+                parts = g.op("Split", [a], n_out=frames, axis=1) if frames > 1 else [a]
+                parts = [parts] if isinstance(parts, str) else parts
+                pooled = g.op("Squeeze", [g.op("Max", parts) if frames > 1 else parts[0], g.axes(1)])
+            else:
+                pooled = g.op("ReduceMax", [a], axes=[1], keepdims=0)
         else:
             pooled = g.op("Div", [g.reduce_sum(a, 1, 0), g.op("Max", [g.reduce_sum(mask, 1, 0), one()])])
         h = g.dense(pooled, L.hidden.kernel, L.hidden.bias if L.hidden.use_bias else None)
@@ -248,8 +253,11 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf):
 
 
 def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = False, step: int = 0,
-               extra_metadata: dict | None = None) -> onnx.ModelProto:
-    """The ONNX model of a built Keras model. classes: 'all' or 'segment' (the 1000 segment classes)."""
+               frames: int | None = None, extra_metadata: dict | None = None) -> onnx.ModelProto:
+    """The ONNX model of a built Keras model. classes: 'all' or 'segment' (the 1000 segment classes);
+    frames: a fixed frame count (e.g. 5 for segment inference) instead of a dynamic frame axis."""
+    if frames is not None and (not cfg.frame_features or not 1 <= frames <= cfg.max_frames):
+        raise Yt8mError(f"--frames needs a frame-level model and a count in [1, {cfg.max_frames}]")
     if classes not in ("all", "segment"):
         raise Yt8mError("--classes must be 'all' or 'segment'")
     if classes == "segment" and cfg.num_classes != fmt.NUM_CLASSES:
@@ -259,10 +267,10 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
     g = Graph(np.float16 if fp16 else np.float32)
     d = sum(cfg.feature_sizes)
     if cfg.frame_features:
-        inputs = [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["batch", "frames", d]),
+        inputs = [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["batch", frames or "frames", d]),
                   helper.make_tensor_value_info("num_frames", TensorProto.INT32, ["batch"])]
         x, inv, mask, nf = _frame_input(g, "frames", "num_frames")
-        pooled = _backbone(g, model, cfg, x, inv, mask, nf)
+        pooled = _backbone(g, model, cfg, x, inv, mask, nf, frames)
     else:
         inputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", d])]
         pooled = g.l2_normalize("features", 1, np.float32)
@@ -288,6 +296,7 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
         "yt8m.max_frames": str(cfg.max_frames),
         "yt8m.checkpoint_step": str(int(step)),
         "yt8m.precision": "fp16" if fp16 else "fp32",
+        "yt8m.frames": str(frames or 0),
         **(extra_metadata or {}),
     }
     helper.set_model_props(m, meta)
@@ -295,15 +304,15 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
 
 
 def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = False,
-           checkpoint: str | None = None) -> dict:
+           checkpoint: str | None = None, frames: int | None = None) -> dict:
     """Export the latest (or a given) checkpoint of train_dir to an ONNX file, written atomically."""
     from ..train.trainer import load_model
 
     model, cfg, step = load_model(train_dir, checkpoint)
-    m = build_onnx(model, cfg, classes=classes, fp16=fp16, step=step,
+    m = build_onnx(model, cfg, classes=classes, fp16=fp16, step=step, frames=frames,
                    extra_metadata={"yt8m.train_dir": os.path.abspath(train_dir)})
     onnx.checker.check_model(m)
     with AtomicWriter(output) as f:
         f.write(m.SerializeToString())
-    return {"output": output, "model": cfg.model, "step": step, "classes": classes, "fp16": fp16,
+    return {"output": output, "model": cfg.model, "step": step, "classes": classes, "fp16": fp16, "frames": frames,
             "bytes": os.path.getsize(output)}
