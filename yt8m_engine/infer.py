@@ -109,6 +109,7 @@ class Options:
     readers: int = 1
     providers: str = "auto"
     intra_threads: int | None = None
+    io_binding: bool | None = None  # None: on the GPU only
 
     def validate(self) -> "Options":
         if self.segment_mode not in ("all", "topk"):
@@ -154,7 +155,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     """The overlapped pipeline over the given (file index, path) pairs; model: a path or an OnnxModel."""
     t_wall = time.perf_counter()
     if not isinstance(model, OnnxModel):
-        model = OnnxModel(model, opts.providers, threads=opts.intra_threads)
+        model = OnnxModel(model, opts.providers, threads=opts.intra_threads, io_binding=opts.io_binding)
     info = model.info
     segment_labels = opts.segment_labels
     top_k = opts.top_k

@@ -1,0 +1,51 @@
+"""GPU inference end to end, without TensorFlow (for a GPU host that has only ONNX Runtime).
+
+Makes its own synthetic test shards, then runs `infer --segment_labels` with exported ONNX files
+(exported elsewhere: `yt8m-engine export ... --classes segment [--fp16] [--frames 5]`) and prints,
+for each model, segments/s end to end with io binding (ours) against plain `session.run()` on host
+arrays (baseline) in the same run, plus the stage times.
+    NAME ours=X baseline=Y ratio=Z (machine)
+Usage: python benchmarks/bench_infer_gpu.py MODEL.onnx [MODEL.onnx ...] [--videos 20000] [--providers cuda]
+"""
+import argparse
+import os
+import platform
+import sys
+import tempfile
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--videos", type=int, default=20000)
+    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--providers", default="auto")
+    ap.add_argument("--readers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--data", default=None, help="existing frame-level test files (default: synthesize)")
+    args = ap.parse_args()
+    from yt8m_engine.infer import infer
+    from yt8m_engine.io.synth import synth
+
+    pattern = args.data
+    if pattern is None:
+        tmp = tempfile.mkdtemp(prefix="bench_gpu_")
+        synth(tmp, videos=args.shards, shards=args.shards, seed=0, test_videos=args.videos)
+        pattern = os.path.join(tmp, "3/frame/test*.tfrecord")
+    for model in args.models:
+        kw = dict(segment_labels=True, progress=False, providers=args.providers, readers=args.readers,
+                  batch_size=args.batch_size)
+        infer(model, pattern, None, **kw)  # warm-up: compile kernels, load CUDA, page cache
+        ours = infer(model, pattern, None, io_binding=None, **kw)
+        base = infer(model, pattern, None, io_binding=False, **kw)
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, {ours.provider}"
+        r_o, r_b = ours.segments / ours.wall, base.segments / base.wall
+        print(f"infer_gpu_segments_per_s[{os.path.basename(model)}] ours={r_o:.0f} baseline={r_b:.0f} "
+              f"ratio={r_o / r_b:.2f}x ({machine}; baseline: plain run() on host arrays)")
+        print(f"#   {ours.segments} segments, {ours.bytes / 1e6:.0f} MB; stages (busy s): "
+              f"{ours.to_dict()['stage_seconds']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
