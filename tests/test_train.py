@@ -134,3 +134,21 @@ def test_cli_rejects_unknown_names(synth_dir, tmp_path, args, message):
     r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
                         "--train_dir", str(tmp_path)] + args, capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_training_input(synth_dir, tmp_path):
+    import glob
+
+    src = sorted(glob.glob(f"{synth_dir}/2/frame/train*"))[0]
+    data = bytearray(open(src, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # damage a record in the middle
+    bad = tmp_path / "train0000.tfrecord"
+    bad.write_bytes(bytes(data))
+    cfg = small_config("FrameLevelLogisticModel")
+    tcfg = TrainConfig(train_data_pattern=str(bad), train_dir=str(tmp_path / "run"), batch_size=4, num_epochs=1,
+                       log_every=1000)
+    with pytest.raises(Yt8mError, match="--skip-corrupt"):
+        train(cfg, tcfg, echo=lambda s: None)
+    tcfg.skip_corrupt = True
+    r = train(cfg, tcfg, start_new_model=True, echo=lambda s: None)
+    assert r["steps"] >= 1 and r["examples"] < 24  # the damaged record (and what follows it in the file) dropped

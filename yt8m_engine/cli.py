@@ -125,6 +125,7 @@ BOOL = click.BOOL
 @opt("l2-penalty", type=float, default=1e-8, show_default=True)
 @opt("seed", type=int, default=0, show_default=True)
 @opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
+@opt("skip-corrupt", is_flag=True, help="drop corrupt records (with a warning) instead of stopping")
 @opt("workers", default=None, help="multi-worker: HOST:PORT,HOST:PORT,... (or set $TF_CONFIG)")
 @opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")
 def train(**kw):

@@ -115,6 +115,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: bool = False
     shuffle_buffer: int = 4096
+    skip_corrupt: bool = False
 
     def validate(self) -> "TrainConfig":
         if self.label_loss not in LOSSES:

@@ -84,7 +84,7 @@ def _segments(cfg: ModelConfig):
 
 def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,
                  training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, skip_corrupt: bool = False) -> tf.data.Dataset:
     """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
@@ -97,8 +97,12 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
         ds = ds.repeat(num_epochs)
     if not cfg.frame_features:
         ds = ds.map(_video_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if skip_corrupt:
+            ds = ds.ignore_errors(log_warning=True)
         return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     ds = ds.map(_frame_parser(cfg, segments), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if skip_corrupt:  # bad records (CRC, schema) are dropped with a warning instead of stopping the run
+        ds = ds.ignore_errors(log_warning=True)
     if segments:
         ds = ds.flat_map(_segments(cfg))
         if training:

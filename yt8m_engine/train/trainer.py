@@ -154,7 +154,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
 
     # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
     ds = make_dataset(files, mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
-                      num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=tcfg.shuffle_buffer)
+                      num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=tcfg.shuffle_buffer,
+                      skip_corrupt=tcfg.skip_corrupt)
     ds = strategy.experimental_distribute_dataset(ds)
     loss_fn = LOSSES[tcfg.label_loss]
 
@@ -221,6 +222,10 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
                 break
     except KeyboardInterrupt:
         echo("interrupted: saving a final checkpoint")
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        msg = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
+        raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine inspect', "
+                        "or pass --skip-corrupt to drop bad records") from None
     finally:
         if step != saved_at or manager.latest_checkpoint is None:
             manager.save(checkpoint_number=step)
