@@ -239,7 +239,7 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
 @opt("segment-label-ids-file", default=None, help="default: the packaged 1000 segment classes")
 @opt("segment-mode", type=click.Choice(["all", "topk"]), default="all", show_default=True,
      help="all: every segment competes in every class; topk: only in its top-k classes (the starter)")
-@opt("batch-size", type=int, default=None, help="model batch (default: segments 8192 on GPU, 1024 on CPU; videos 256)")
+@opt("batch-size", type=int, default=None, help="model batch (default: segments 8192 on GPU, 256 on CPU; videos 256)")
 @opt("providers", default="auto", show_default=True, help="auto, or a list of cuda, tensorrt, cpu")
 @opt("readers", type=int, default=1, show_default=True, help="file reader/parser threads")
 @opt("shard", default=None, help="i/n: process files with index % n == i, write a partial ranking")

@@ -155,7 +155,11 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     """The overlapped pipeline over the given (file index, path) pairs; model: a path or an OnnxModel."""
     t_wall = time.perf_counter()
     if not isinstance(model, OnnxModel):
-        model = OnnxModel(model, opts.providers, threads=opts.intra_threads, io_binding=opts.io_binding)
+        threads = opts.intra_threads
+        if threads is None and "cuda" not in opts.providers and "tensorrt" not in opts.providers:
+            # on a CPU the reader threads need cores too (measured 15% faster on 2 cores than ORT's default)
+            threads = max(1, (os.cpu_count() or 1) - max(1, opts.readers))
+        model = OnnxModel(model, opts.providers, threads=threads, io_binding=opts.io_binding)
     info = model.info
     segment_labels = opts.segment_labels
     top_k = opts.top_k
@@ -169,7 +173,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     batch_size = opts.batch_size
     if batch_size is None:
         # on a CPU small batches keep the float intermediates in cache (measured 2.4x faster than 8192)
-        batch_size = (8192 if model.on_gpu else 1024) if segment_labels else 256
+        batch_size = (8192 if model.on_gpu else 256) if segment_labels else 256
     reader_batch = 512 if segment_labels else batch_size
     lock = threading.Lock()
     q_in: queue.Queue = queue.Queue(maxsize=8)

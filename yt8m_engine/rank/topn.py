@@ -93,17 +93,24 @@ def push_topk(scores, keys, top_cls, bs, bk, cnt, thr, n):
             _offer(bs[j], bk[j], cnt, thr, j, scores[s, j], keys[s], n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _finish(bs, bk, cnt, n, out_s, out_k, out_n):
-    for j in range(bs.shape[0]):
+    """Each class's n best in rank order: score descending, then key ascending (classes in parallel)."""
+    for j in prange(bs.shape[0]):
         c, _ = _compact(bs[j], bk[j], cnt[j], n)
-        # final order: score descending, then key ascending
-        order = np.argsort(bk[j, :c], kind="mergesort")
-        s2 = bs[j, :c][order]
-        k2 = bk[j, :c][order]
-        order2 = np.argsort(-s2.astype(np.float64), kind="mergesort")
-        out_s[j, :c] = s2[order2]
-        out_k[j, :c] = k2[order2]
+        order = np.argsort(-bs[j, :c])
+        ss = bs[j, :c][order]
+        kk = bk[j, :c][order]
+        i = 0
+        while i < c:  # runs of equal scores: by key (the order is then unique, whatever the input order)
+            e = i + 1
+            while e < c and ss[e] == ss[i]:
+                e += 1
+            if e - i > 1:
+                kk[i:e] = np.sort(kk[i:e])
+            i = e
+        out_s[j, :c] = ss
+        out_k[j, :c] = kk
         out_n[j] = c
 
 
