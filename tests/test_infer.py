@@ -207,3 +207,18 @@ assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "TensorFl
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "YT8M_ENGINE_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_starter_style_boolean_flags(trained_flm, learn_dir, tmp_path):
+    """absl-style booleans: bare (--segment_labels) or with a value (--segment_labels=False)."""
+    _, onnx_path, _ = trained_flm
+    base = [sys.executable, "-m", "yt8m_engine.cli", "infer", "--model", onnx_path,
+            "--input_data_pattern", f"{learn_dir}/3/frame/test*"]
+    r = subprocess.run(base + ["--segment_labels", "--output_file", str(tmp_path / "s.csv")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s.csv").read_text().startswith("Class,Segments\n")
+    r = subprocess.run(base + ["--segment_labels=False", "--output_file", str(tmp_path / "v.csv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "v.csv").read_text().startswith("VideoId,LabelConfidencePairs\n")

@@ -79,6 +79,12 @@ def inspect(pattern, as_json, frame_features):
 BOOL = click.BOOL
 
 
+def bopt(name: str, default=False, **kw):
+    """A boolean option as the starter's absl flags: bare (--segment_labels), or with a value
+    (--segment_labels=true / false / 1 / 0)."""
+    return opt(name, type=BOOL, default=default, is_flag=False, flag_value=True, **kw)
+
+
 @cli.command()
 @opt("train-data-pattern", required=True, help="training files, e.g. ~/yt8m/2/frame/train*.tfrecord")
 @opt("train-dir", default="runs/model", show_default=True, help="checkpoints, config and TensorBoard logs")
@@ -86,9 +92,9 @@ BOOL = click.BOOL
      help="LogisticModel, MoeModel, FrameLevelLogisticModel, DbofModel, LstmModel, NetVladModel, NeXtVladModel")
 @opt("feature-names", default=None, help="comma-separated (default rgb,audio or mean_rgb,mean_audio)")
 @opt("feature-sizes", default=None, help="comma-separated (default 1024,128)")
-@opt("frame-features", type=BOOL, default=None, help="frame-level input (default: from --model)")
-@opt("segment-labels", type=BOOL, default=False, help="fine-tune on rated segments (label weights)")
-@opt("start-new-model", is_flag=True, help="discard existing checkpoints in --train_dir")
+@bopt("frame-features", default=None, help="frame-level input (default: from --model)")
+@bopt("segment-labels", help="fine-tune on rated segments (label weights)")
+@bopt("start-new-model", help="discard existing checkpoints in --train_dir")
 @opt("batch-size", type=int, default=1024, show_default=True)
 @opt("base-learning-rate", type=float, default=0.01, show_default=True)
 @opt("learning-rate-decay", type=float, default=0.95, show_default=True)
@@ -110,8 +116,8 @@ BOOL = click.BOOL
 @opt("dbof-hidden-size", type=int, default=1024, show_default=True)
 @opt("dbof-pooling-method", default="max", show_default=True)
 @opt("dbof-activation", default="relu6", show_default=True)
-@opt("dbof-add-batch-norm", type=BOOL, default=True, show_default=True)
-@opt("sample-random-frames", type=BOOL, default=True, show_default=True)
+@bopt("dbof-add-batch-norm", default=True, show_default=True)
+@bopt("sample-random-frames", default=True, show_default=True)
 @opt("batch-norm-momentum", type=float, default=0.99, show_default=True, help="0.9 suits short runs")
 @opt("lstm-cells", type=int, default=1024, show_default=True)
 @opt("lstm-layers", type=int, default=2, show_default=True)
@@ -121,7 +127,7 @@ BOOL = click.BOOL
 @opt("nextvlad-hidden-size", type=int, default=1024, show_default=True)
 @opt("nextvlad-groups", type=int, default=8, show_default=True)
 @opt("nextvlad-expansion", type=int, default=2, show_default=True)
-@opt("gating", type=BOOL, default=True, show_default=True, help="context gating after (Ne)XtVLAD")
+@bopt("gating", default=True, show_default=True, help="context gating after (Ne)XtVLAD")
 @opt("l2-penalty", type=float, default=1e-8, show_default=True)
 @opt("seed", type=int, default=0, show_default=True)
 @opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
@@ -150,14 +156,14 @@ def train(**kw):
 @opt("train-dir", default=None, help="evaluate this train_dir's latest checkpoint")
 @opt("model", "model_file", default=None, help="or an exported ONNX file")
 @opt("eval-data-pattern", required=True)
-@opt("segment-labels", type=BOOL, default=False, help="also the starter's segment metrics and Kaggle MAP@K")
+@bopt("segment-labels", help="also the starter's segment metrics and Kaggle MAP@K")
 @opt("batch-size", type=int, default=256, show_default=True)
 @opt("top-k", type=int, default=20, show_default=True, help="k of GAP@k")
 @opt("top-n", type=int, default=100000, show_default=True, help="K of the segment MAP@K")
 @opt("segment-label-ids-file", default=None)
 @opt("vocabulary", default=None, help="vocabulary.csv for class names in class_ap.csv")
 @opt("output-dir", default=None, help="reports (default: TRAIN_DIR/eval, or MODEL.eval)")
-@opt("run-once", is_flag=True, help="evaluate once (default with --model); else wait for new checkpoints")
+@bopt("run-once", help="evaluate once (default with --model); else wait for new checkpoints")
 @opt("poll-seconds", type=float, default=60.0, show_default=True)
 @opt("providers", default="auto", show_default=True)
 @opt("skip-corrupt", is_flag=True)
@@ -233,7 +239,7 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
 @opt("model", required=True, help="an exported .onnx file")
 @opt("input-data-pattern", required=True, help="e.g. ~/yt8m/3/frame/test*.tfrecord")
 @opt("output-file", default=None, help="the CSV (a partial ranking with --shard); none with --benchmark")
-@opt("segment-labels", type=BOOL, default=False, help="rank 5-frame segments per class (Kaggle 2019)")
+@bopt("segment-labels", help="rank 5-frame segments per class (Kaggle 2019)")
 @opt("top-k", type=int, default=20, show_default=True, help="classes per video (or per segment, topk mode)")
 @opt("segment-max-pred", type=int, default=100000, show_default=True, help="segments kept per class")
 @opt("segment-label-ids-file", default=None, help="default: the packaged 1000 segment classes")
