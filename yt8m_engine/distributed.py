@@ -43,17 +43,13 @@ class _ShardWorker:
         self.opts = opts
 
     def __call__(self, batch: dict) -> dict:
-        import io
-
         from .infer import run_files
 
         out_stats, out_parts = [], []
         for files, idx in zip(batch["files"], batch["indices"]):
             work = [(int(i), str(f)) for i, f in zip(idx, files)]
             stats, partial = run_files(self.model, work, self.num_files, self.opts)
-            buf = io.BytesIO()
-            np.savez(buf, **partial.to_arrays())
-            out_parts.append(buf.getvalue())
+            out_parts.append(partial.to_bytes())
             out_stats.append(np.array([stats.videos, stats.segments, stats.bytes, stats.corrupt,
                                        *[stats.stage[k] for k in ("read", "parse", "infer", "rank")]], np.float64))
         return {"partial": np.array(out_parts, dtype=object), "stats": np.stack(out_stats)}
@@ -112,8 +108,7 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
         for row in ds.iter_rows():
             if time.perf_counter() > deadline:
                 raise Yt8mError(f"--engine ray: no result within {timeout_s:.0f} s (is the cluster short of CPUs?)")
-            with np.load(__import__("io").BytesIO(row["partial"]), allow_pickle=False) as z:
-                parts.append(Partial.from_arrays({k: z[k] for k in z.files}))
+            parts.append(Partial.load(bytes(row["partial"])))
             rows.append(row["stats"])
         provider = "ray: " + (f"{gpus} GPU actor(s)" if gpus else f"{min(workers, n_shards)} CPU actor(s)")
     finally:

@@ -155,3 +155,26 @@ class OnnxModel:
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         return self.run({"features": np.ascontiguousarray(features, np.float32)})
+
+
+def predict_videos(model, b, batch_size: int) -> np.ndarray:
+    """Predictions for the videos of a reader Batch, batch_size at a time (an OnnxModel, or any
+    object with the same predict_frames / predict_features / info)."""
+    out = []
+    for a in range(0, len(b), batch_size):
+        if model.info.frame_features:
+            out.append(model.predict_frames(*b.padded_frames(a, a + batch_size)))
+        else:
+            out.append(model.predict_features(b.features[a:a + batch_size]))
+    return np.concatenate(out) if out else np.zeros((0, model.info.class_ids.size), np.float32)
+
+
+def predict_segments(model, frames: np.ndarray, num_frames: np.ndarray, batch_size: int,
+                     cols: np.ndarray | None = None) -> np.ndarray:
+    """Predictions for cut segments (frames [S, 5, D]), batch_size at a time; only `cols` when given."""
+    out = []
+    for a in range(0, frames.shape[0], batch_size):
+        p = model.predict_frames(frames[a:a + batch_size], num_frames[a:a + batch_size])
+        out.append(p if cols is None else p[:, cols])
+    width = model.info.class_ids.size if cols is None else len(cols)
+    return np.ascontiguousarray(np.concatenate(out)) if out else np.zeros((0, width), np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 from . import format as fmt
 from .errors import Yt8mError
 from .io.reader import Reader, resolve_files
+from .engine import predict_segments, predict_videos
 from .io.tfrecord import AtomicWriter
 from .kernels.metrics import VideoMetrics, ranked_flags, segment_map
 from .kernels.segments import cut_segments
@@ -51,16 +52,6 @@ def _cross_entropy(preds, off, cols, eps=1e-5):
     return float(loss.mean()) if loss.size else 0.0
 
 
-def _predict_videos(pred, b, batch_size):
-    out = []
-    for a in range(0, len(b), batch_size):
-        if pred.info.frame_features:
-            out.append(pred.predict_frames(*b.padded_frames(a, a + batch_size)))
-        else:
-            out.append(pred.predict_features(b.features[a:a + batch_size]))
-    return np.concatenate(out) if out else np.zeros((0, pred.info.class_ids.size), np.float32)
-
-
 def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False, batch_size: int = 256,
              top_k: int = 20, top_n: int = 100000, segment_label_ids_file: str | None = None,
              skip_corrupt: bool = False, providers: str = "auto", predictor=None, progress=None) -> dict:
@@ -90,16 +81,13 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
     for fidx, path in enumerate(files):
         ordinal = 0
         for b in reader.read_file(path, batch_size=512):
-            preds = _predict_videos(pred, b, batch_size)
+            preds = predict_videos(pred, b, batch_size)
             off, cols = _remap(b.label_offsets, b.labels, lut)
             vm.add(preds, off, cols)
             loss_sum += _cross_entropy(preds, off, cols) * len(b)
             if segment_labels:
                 frames, nf, sv, ss = cut_segments(b.frames, b.frame_offsets, b.num_frames)
-                sp = np.concatenate([pred.predict_frames(frames[a:a + batch_size], nf[a:a + batch_size])
-                                     for a in range(0, frames.shape[0], batch_size)]) if frames.shape[0] else \
-                    np.zeros((0, class_ids.size), np.float32)
-                sp = np.ascontiguousarray(sp[:, seg_cols])
+                sp = predict_segments(pred, frames, nf, batch_size, seg_cols)
                 keys = segment_keys(fidx, ordinal + sv, ss)
                 ranker.push(sp, keys)
                 # the rated segments
@@ -107,10 +95,11 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
                 rk = segment_keys(fidx, ordinal + rv, b.segment_starts)
                 rc = seg_lut[b.segment_labels]
                 ok = rc >= 0
+                positive = b.segment_scores[ok] > 0.5
                 rated_keys.append(rk[ok])
                 rated_cols.append(rc[ok])
-                rated_labels.append((b.segment_scores[ok] > 0.5).astype(np.int64))
-                _starter_segment_metrics(sm, sp, keys, rk[ok], rc[ok], b.segment_scores[ok] > 0.5)
+                rated_labels.append(positive.astype(np.int64))
+                _starter_segment_metrics(sm, sp, keys, rk[ok], rc[ok], positive)
             ordinal += len(b)
             if progress:
                 progress(vm.videos)

@@ -17,10 +17,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from . import format as fmt
-from .engine import OnnxModel
+from .engine import OnnxModel, predict_segments, predict_videos
 from .errors import Yt8mError
 from .io.reader import Reader, resolve_files
 from .io.tfrecord import read_file_bytes
@@ -215,7 +214,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
 
     ids = IdTable(num_files)
     ranker = TopN(len(seg_ids), opts.segment_max_pred) if segment_labels else None
-    video_lines: dict[int, list[str]] = {}
+    video_lines: dict[int, list[tuple[int, str]]] = {}  # file -> (ordinal, CSV lines) per batch
 
     def rank_worker():
         try:
@@ -261,18 +260,10 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
             t0 = time.perf_counter()
             if segment_labels:
                 frames, nf, _, _ = seg
-                outs = []
-                for a in range(0, frames.shape[0], batch_size):
-                    p = model.predict_frames(frames[a:a + batch_size], nf[a:a + batch_size])
-                    outs.append(p if cols is None else p[:, cols])
-                preds = np.concatenate(outs) if outs else np.zeros((0, len(seg_ids)), np.float32)
+                preds = predict_segments(model, frames, nf, batch_size, cols)
                 stats.segments += int(frames.shape[0])
-            elif info.frame_features:
-                preds = np.concatenate([model.predict_frames(*b.padded_frames(a, a + batch_size))
-                                        for a in range(0, len(b), batch_size)]) \
-                    if len(b) else np.zeros((0, info.class_ids.size), np.float32)
             else:
-                preds = model.predict_features(b.features)
+                preds = predict_videos(model, b, batch_size)
             stats.stage["infer"] += time.perf_counter() - t0
             stats.videos += len(b)
             q_rank.put((fidx, ordinal, b, preds, seg))

@@ -6,6 +6,7 @@ input files), so merging any split of the files reproduces a single run byte for
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,17 +54,24 @@ class Partial:
         except (KeyError, ValueError) as e:
             raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
 
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **self.to_arrays())
+        return buf.getvalue()
+
     def save(self, path: str) -> None:
         with AtomicWriter(path) as f:
-            np.savez(f, **self.to_arrays())
+            f.write(self.to_bytes())
 
     @classmethod
-    def load(cls, path: str) -> "Partial":
+    def load(cls, src, name: str | None = None) -> "Partial":
+        """From a file path or bytes (what save / to_bytes wrote)."""
+        name = name or (src if isinstance(src, str) else "partial ranking")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls.from_arrays({k: z[k] for k in z.files}, path)
+            with np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False) as z:
+                return cls.from_arrays({k: z[k] for k in z.files}, name)
         except (OSError, ValueError) as e:
-            raise Yt8mError(f"{path}: not a partial ranking written by 'infer --shard' ({e})") from None
+            raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
 
     def write_csv(self, path: str) -> None:
         if self.kind == "segment":

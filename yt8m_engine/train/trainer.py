@@ -203,7 +203,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
                 r = m.results()
                 now = time.perf_counter()
                 eps = ex_log / max(now - t_log, 1e-9)
-                lr = float(optimizer.learning_rate) if not callable(getattr(optimizer, "learning_rate", None)) else 0.0
+                lr = float(optimizer.learning_rate)  # the schedule's current value
                 last_metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
                 echo(f"step {step:>6}  loss {last_loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
                      f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
