@@ -17,6 +17,7 @@ from numba import njit
 from . import __version__
 from . import format as fmt
 from .errors import Yt8mError
+from .io.proto import csr_bytes
 from .io.reader import Reader, file_signature, resolve_files
 from .io.tfrecord import AtomicWriter
 from .kernels.metrics import segment_map
@@ -71,20 +72,14 @@ def build_ratings(files: list[str], skip_corrupt: bool = False) -> Ratings:
     start_a = np.concatenate(start) if start else np.zeros(0, np.int64)
     label_a = np.concatenate(label) if label else np.zeros(0, np.int8)
     raw = [i.encode() for i in ids]
-    id_off = np.zeros(len(raw) + 1, np.int64)
-    np.cumsum([len(r) for r in raw], out=id_off[1:])
-    id_bytes = np.frombuffer(b"".join(raw), np.uint8) if raw else np.zeros(0, np.uint8)
-    keys = _keys(id_bytes, id_off, cls_a, start_a)
+    keys = _keys(*csr_bytes(raw), cls_a, start_a)
     order = np.argsort(keys, kind="stable")
-    new_off = np.zeros_like(id_off)
-    lens = np.diff(id_off)[order]
-    np.cumsum(lens, out=new_off[1:])
-    gather = np.concatenate([np.arange(id_off[i], id_off[i + 1]) for i in order]) if order.size else np.zeros(0, np.int64)
+    id_bytes, id_off = csr_bytes([raw[i] for i in order])  # ids in key order
     positives = np.bincount(cls_a[label_a == 1], minlength=fmt.NUM_CLASSES).astype(np.int64)
     if reader.corrupt:
         print(f"warning: skipped {reader.corrupt} corrupt records")
-    return Ratings(keys[order], cls_a[order], start_a[order], label_a[order], new_off,
-                   id_bytes[gather] if gather.size else id_bytes, positives)
+    return Ratings(keys[order], cls_a[order], start_a[order], label_a[order], id_off, id_bytes, positives)
+
 
 
 def load_ratings(pattern: str, skip_corrupt: bool = False, use_cache: bool = True) -> tuple[Ratings, bool]:

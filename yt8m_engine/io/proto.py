@@ -47,13 +47,16 @@ KIND_INT64 = 3
 KIND_NAMES = ("empty", "bytes_list", "float_list", "int64_list")
 
 
+def csr_bytes(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings laid end to end: (uint8 data, int64 offsets of length n + 1)."""
+    off = np.zeros(len(items) + 1, np.int64)
+    np.cumsum([len(r) for r in items], out=off[1:])
+    return np.frombuffer(b"".join(items), np.uint8).copy(), off
+
+
 def key_table(names):
     """Concatenated key bytes and offsets for Numba key matching."""
-    raw = [n.encode() for n in names]
-    off = np.zeros(len(raw) + 1, np.int64)
-    off[1:] = np.cumsum([len(r) for r in raw])
-    tab = np.frombuffer(b"".join(raw), np.uint8).copy() if raw else np.zeros(0, np.uint8)
-    return tab, off
+    return csr_bytes([n.encode() for n in names])
 
 
 @njit(cache=True, nogil=True, inline="always")

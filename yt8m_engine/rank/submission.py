@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import Yt8mError
+from ..io.proto import csr_bytes
 
 SEGMENT_HEADER = "Class,Segments"
 VIDEO_HEADER = "VideoId,LabelConfidencePairs"
@@ -217,19 +218,14 @@ class IdTable:
         for f in sorted(self.by_file):
             file_base[f] = len(rows)
             rows.extend(self.by_file[f])
-        off = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum([len(i) for i in rows], out=off[1:])
-        data = np.frombuffer(b"".join(rows), np.uint8) if rows else np.zeros(0, np.uint8)
+        data, off = csr_bytes(rows)
         return file_base, off, data
 
     def to_arrays(self) -> dict:
         files = np.array(sorted(self.by_file), np.int64)
         counts = np.array([len(self.by_file[f]) for f in files], np.int64)
-        rows = [i for f in files for i in self.by_file[int(f)]]
-        off = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum([len(i) for i in rows], out=off[1:])
-        return {"id_files": files, "id_counts": counts, "id_off": off,
-                "id_bytes": np.frombuffer(b"".join(rows), np.uint8) if rows else np.zeros(0, np.uint8)}
+        data, off = csr_bytes([i for f in files for i in self.by_file[int(f)]])
+        return {"id_files": files, "id_counts": counts, "id_off": off, "id_bytes": data}
 
     @classmethod
     def from_arrays(cls, num_files: int, d) -> "IdTable":
