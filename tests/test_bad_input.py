@@ -19,6 +19,14 @@ def good(i=0, frames=7, labels=(1, 2)):
                               audio=rng.integers(0, 256, (frames, 128), dtype=np.uint8))
 
 
+def seq_record(ctx, frames=4, rgb_bytes=1024, audio=True):
+    """A SequenceExample with zero frames of the given sizes (audio=False leaves the list out)."""
+    lists = {"rgb": proto.frame_feature_list(np.zeros((frames, rgb_bytes), np.uint8))}
+    if audio:
+        lists["audio"] = proto.frame_feature_list(np.zeros((frames, 128), np.uint8))
+    return proto.sequence_example(ctx, lists)
+
+
 def write(path, payloads, raw_tail=b""):
     with open(path, "wb") as f:
         for p in payloads:
@@ -73,20 +81,17 @@ def test_not_a_proto(tmp_path):
 
 def test_frame_of_wrong_length(tmp_path):
     ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([1])}
-    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((4, 1000), np.uint8)),
-                                       "audio": proto.frame_feature_list(np.zeros((4, 128), np.uint8))})
+    rec = seq_record(ctx, rgb_bytes=1000)
     path = write(tmp_path / "w.tfrecord", [rec])
     expect_error(path, "record 0: frame 0 of 'rgb' has 1000 bytes, expected 1024")
 
 
 def test_missing_feature(tmp_path):
     ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([1])}
-    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((4, 1024), np.uint8))})
+    rec = seq_record(ctx, audio=False)
     path = write(tmp_path / "m.tfrecord", [rec])
     expect_error(path, "missing required feature list 'audio'")
-    no_id = proto.sequence_example({"labels": proto.feature_int64([1])},
-                                   {"rgb": proto.frame_feature_list(np.zeros((4, 1024), np.uint8)),
-                                    "audio": proto.frame_feature_list(np.zeros((4, 128), np.uint8))})
+    no_id = seq_record({"labels": proto.feature_int64([1])})
     path = write(tmp_path / "m2.tfrecord", [no_id])
     expect_error(path, "missing required feature 'id'")
 
@@ -99,8 +104,7 @@ def test_video_level_file_read_as_frame_level(synth_dir):
 
 def test_class_id_out_of_range(tmp_path):
     ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([1, 3862])}
-    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((4, 1024), np.uint8)),
-                                       "audio": proto.frame_feature_list(np.zeros((4, 128), np.uint8))})
+    rec = seq_record(ctx)
     path = write(tmp_path / "c.tfrecord", [rec])
     expect_error(path, "class id 3862 in 'labels' is outside [0, 3862)")
 
@@ -109,16 +113,14 @@ def test_segment_past_frames(tmp_path):
     ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_int64([3]),
            "segment_labels": proto.feature_int64([3]), "segment_start_times": proto.feature_int64([10]),
            "segment_scores": proto.feature_float([1.0])}
-    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((8, 1024), np.uint8)),
-                                       "audio": proto.frame_feature_list(np.zeros((8, 128), np.uint8))})
+    rec = seq_record(ctx, frames=8)
     path = write(tmp_path / "s.tfrecord", [rec])
     expect_error(path, "segment start time 10 is outside the video's 8 frames", segments=True)
 
 
 def test_wrong_feature_type(tmp_path):
     ctx = {"id": proto.feature_bytes([b"x"]), "labels": proto.feature_float([1.0])}
-    rec = proto.sequence_example(ctx, {"rgb": proto.frame_feature_list(np.zeros((1, 1024), np.uint8)),
-                                       "audio": proto.frame_feature_list(np.zeros((1, 128), np.uint8))})
+    rec = seq_record(ctx, frames=1)
     path = write(tmp_path / "ty.tfrecord", [rec])
     expect_error(path, "feature 'labels' is a float_list, expected int64_list")
 
