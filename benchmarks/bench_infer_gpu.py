@@ -20,7 +20,7 @@ def main():
     ap.add_argument("--videos", type=int, default=20000)
     ap.add_argument("--shards", type=int, default=16)
     ap.add_argument("--providers", default="auto")
-    ap.add_argument("--readers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--data", default=None, help="existing frame-level test files (default: synthesize)")
     args = ap.parse_args()
@@ -33,7 +33,7 @@ def main():
         synth(tmp, videos=args.shards, shards=args.shards, seed=0, test_videos=args.videos)
         pattern = os.path.join(tmp, "3/frame/test*.tfrecord")
     for model in args.models:
-        kw = dict(segment_labels=True, progress=False, providers=args.providers, readers=args.readers,
+        kw = dict(segment_labels=True, progress=False, providers=args.providers, threads=args.threads,
                   batch_size=args.batch_size)
         infer(model, pattern, None, **kw)  # warm-up: compile kernels, load CUDA, page cache
         ours = infer(model, pattern, None, io_binding=None, **kw)

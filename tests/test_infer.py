@@ -39,6 +39,10 @@ def test_segment_csv_format_and_determinism(trained_flm, learn_dir, tmp_path):
     infer(onnx_path, pattern, str(tmp_path / "b.csv"), segment_labels=True, progress=False, segment_max_pred=50,
           batch_size=7)  # other model batches: same bytes
     assert filecmp.cmp(tmp_path / "a.csv", tmp_path / "b.csv", shallow=False)
+    for threads, chunk in ((1, 1000), (3, 2)):  # one worker; three racing over tiny chunks: same bytes
+        infer(onnx_path, pattern, str(tmp_path / "c.csv"), segment_labels=True, progress=False, segment_max_pred=50,
+              threads=threads, chunk=chunk)
+        assert filecmp.cmp(tmp_path / "a.csv", tmp_path / "c.csv", shallow=False)
     b = read_all(pattern)
     expected = sum((n + 4) // 5 for n in b.num_frames)
     assert st.segments == expected and st.videos == len(b)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from yt8m_engine.kernels.metrics import topk
 from yt8m_engine.kernels.segments import cut_segments
 from yt8m_engine.rank.submission import IdTable, segment_csv_bytes
 from yt8m_engine.rank.topn import TopN, merge_rankings, segment_keys
@@ -23,7 +24,7 @@ def test_topn_matches_sorted_reference(n, levels):
     if levels:
         scores = np.floor(scores * levels).astype(np.float32)  # heavy ties: the key decides
     keys = rng.permutation(10 ** 6)[:3000].astype(np.int64)
-    t = TopN(6, n, capacity_hint=16)  # tiny buffers: growth and many compactions
+    t = TopN(6, n)  # small n: many compactions
     for a in range(0, 3000, 257):
         t.push(scores[a:a + 257], keys[a:a + 257])
     s, k, c = t.result()
@@ -47,7 +48,7 @@ def test_topn_starter_mode_enters_only_top_k_classes():
     scores = rng.random((200, 10)).astype(np.float32)
     keys = np.arange(200, dtype=np.int64)
     t = TopN(10, 1000)
-    t.push(scores, keys, top_k=2)
+    t.push(scores, keys, topk(scores, 2)[0])
     s, k, c = t.result()
     assert c.sum() == 400
     for j in range(10):
@@ -73,8 +74,9 @@ def test_cut_segments_reference():
 
 def test_segment_csv_bytes():
     ids = IdTable(3)
-    ids.add(2, ["cc"])
-    ids.add(0, ["aa", "bb"])
+    ids.add(0, np.array([1]), ["bb"])  # any order, as workers finish
+    ids.add(2, np.array([0]), ["cc"])
+    ids.add(0, np.array([0]), ["aa"])
     keys = np.array([[segment_keys(0, np.array([1]), np.array([5]))[0], segment_keys(2, np.array([0]), np.array([0]))[0]],
                      [segment_keys(0, np.array([0]), np.array([295]))[0], 0]], np.int64)
     out = segment_csv_bytes(np.array([7, 3]), keys, np.array([2, 1]), ids).decode()

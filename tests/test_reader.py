@@ -148,3 +148,62 @@ def test_frames_truncated_at_max_frames(tmp_path):
         w.write(rec)
     b = list(Reader(max_frames=8).read(str(tmp_path / "x.tfrecord")))[0]
     assert b.num_frames.tolist() == [8] and b.frames.shape == (8, 1152)
+
+
+def _odd_frame(data: bytes, variant: int) -> bytes:
+    """One FeatureList entry holding `data`, encoded the way protobuf allows but our writer never
+    writes (so the decoder's general path, not its canonical-prefix fast path, reads it)."""
+    def long_varint(n):  # a length in one byte more than needed
+        out = bytearray(proto._enc_varint(n))
+        out[-1] |= 0x80
+        return bytes(out) + b"\x00"
+
+    if variant == 0:  # the value's length as a non-minimal varint
+        return proto._ld(1, proto._ld(1, b"\x0a" + long_varint(len(data)) + data))
+    feature = proto._ld(1, proto._ld(1, data))  # the entry's length as a non-minimal varint
+    return b"\x0a" + long_varint(len(feature)) + feature
+
+
+def test_non_canonical_frames_read_like_tensorflow_and_segment_layout(tmp_path):
+    """Every frame encoding protobuf accepts decodes as TensorFlow decodes it; and reading straight
+    into the 5-frame segment layout (pad_frames=5) gives the same segments as cutting them out."""
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "odd.tfrecord")
+    with FrameLevelWriter(path) as w:
+        for i, t in enumerate([1, 4, 5, 6, 12, 2, 9]):
+            rgb = rng.integers(0, 256, (t, 1024), dtype=np.uint8)
+            audio = rng.integers(0, 256, (t, 128), dtype=np.uint8)
+            if i % 2:  # canonical
+                lists = {"rgb": proto.frame_feature_list(rgb), "audio": proto.frame_feature_list(audio)}
+            else:  # each frame in one of the odd encodings, mixed with canonical ones
+                enc = [lambda d, k: _odd_frame(d, k % 2), lambda d, k: proto.frame_feature_list(
+                    np.frombuffer(d, np.uint8)[None])]
+                lists = {"rgb": b"".join(enc[k % 3 == 2](r.tobytes(), k) for k, r in enumerate(rgb)),
+                         "audio": b"".join(enc[k % 3 == 0](a.tobytes(), k) for k, a in enumerate(audio))}
+            w.write(proto.sequence_example({"id": proto.feature_bytes([f"v{i}".encode()]),
+                                            "labels": proto.feature_int64([i])}, lists))
+    assert_same_as_tf(path)
+    plain = read_all(path)
+    padded = read_all(path, pad_frames=5)
+    assert padded.frame_pad == 5 and (padded.frame_offsets % 5 == 0).all()
+    for i in range(len(plain)):
+        np.testing.assert_array_equal(padded.video_frames(i), plain.video_frames(i))
+    for a, b in zip(plain.segments(), padded.segments()):
+        np.testing.assert_array_equal(a, b)
+    frames, nf, video, start = padded.segments()
+    assert np.shares_memory(frames, padded.frames)  # a view: nothing copied
+    assert nf.tolist() == [1, 4, 5, 5, 1, 5, 5, 2, 2, 5, 4] and start.tolist() == [0, 0, 0, 0, 5, 0, 5, 10, 0, 0, 5]
+    for j in range(len(nf)):
+        assert not frames[j, nf[j]:].any()  # padding rows are zero
+
+
+def test_reused_frame_buffer_gives_the_same_batches(synth_dir):
+    path = sorted(glob.glob(f"{synth_dir}/3/frame/validate*"))[0]
+    r = Reader()
+    buf = np.fromfile(path, np.uint8)
+    fresh = [(b.ids, b.frames.copy()) for b in r.parse_buffer(buf, path, 5)]
+    reused = [(b.ids, b.frames.copy()) for b in r.parse_buffer(buf, path, 5, reuse_frames=True)]
+    assert len(fresh) == len(reused) > 2
+    for (ia, fa), (ib, fb) in zip(fresh, reused):
+        assert ia == ib
+        np.testing.assert_array_equal(fa, fb)

@@ -247,7 +247,8 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
      help="all: every segment competes in every class; topk: only in its top-k classes (the starter)")
 @opt("batch-size", type=int, default=None, help="model batch (default: segments 8192 on GPU, 256 on CPU; videos 256)")
 @opt("providers", default="auto", show_default=True, help="auto, or a list of cuda, tensorrt, cpu")
-@opt("readers", type=int, default=1, show_default=True, help="file reader/parser threads")
+@click.option("--threads", "--num_readers", "threads", type=int, default=None,
+              help="worker threads (each parses, runs the model on and ranks its chunks); default: one per core")
 @opt("shard", default=None, help="i/n: process files with index % n == i, write a partial ranking")
 @opt("engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
      help="ray: shards on Ray Data actors (pip install 'yt8m-engine[ray]')")
@@ -256,7 +257,7 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
 @opt("benchmark", is_flag=True, help="print throughput and per-stage times")
 @opt("json", "as_json", is_flag=True, help="print the statistics as one JSON object")
 def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment_max_pred, segment_label_ids_file,
-          segment_mode, batch_size, providers, readers, shard, engine, address, skip_corrupt, benchmark, as_json):
+          segment_mode, batch_size, providers, threads, shard, engine, address, skip_corrupt, benchmark, as_json):
     """Write a Kaggle submission (video- or segment-level) with ONNX Runtime."""
     from .infer import infer as run_infer
 
@@ -265,7 +266,7 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
     st = run_infer(model, input_data_pattern, output_file, segment_labels=segment_labels, top_k=top_k,
                    segment_max_pred=segment_max_pred, segment_label_ids_file=segment_label_ids_file,
                    batch_size=batch_size, providers=providers, shard=shard, segment_mode=segment_mode,
-                   skip_corrupt=skip_corrupt, readers=readers, progress=not as_json, engine=engine, address=address)
+                   skip_corrupt=skip_corrupt, threads=threads, progress=not as_json, engine=engine, address=address)
     if as_json:
         echo_json(st.to_dict())
         return

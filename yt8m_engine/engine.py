@@ -2,12 +2,14 @@
 
 On CUDA, inputs are bound as uint8 host arrays (copied once to the device, 4x fewer bytes than
 float32) and the output is bound to a device buffer that is reused across calls of the same batch
-size; only the output columns that are needed are copied back.
+size; only the output columns that are needed are copied back. Several threads may call one model at
+once (ONNX Runtime's Run is thread-safe): each thread has its own binding and output buffer.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +92,7 @@ class OnnxModel:
 
     def __init__(self, path: str, providers: str = "auto", threads: int | None = None,
                  io_binding: bool | None = None):
+        """threads: ONNX Runtime's intra-op threads (1: each call runs on its caller's thread only)."""
         import onnxruntime as ort
 
         if not os.path.isfile(path):
@@ -98,6 +101,9 @@ class OnnxModel:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: the reader and ranking share the cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(path, sess_options=opts, providers=choose_providers(providers))
@@ -109,12 +115,12 @@ class OnnxModel:
         self.info = read_info(path, self.session.get_modelmeta().custom_metadata_map)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-        # io binding by default on the GPU (the output stays in a reused device buffer); it can be
-        # forced on the CPU, where it exercises the same calls
-        use_binding = self.on_gpu if io_binding is None else io_binding
+        # io binding: None = on the GPU, and wherever the caller gives an output buffer (ONNX Runtime
+        # then writes the predictions there itself); True forces it (on the CPU it exercises the GPU's
+        # calls), False never (plain run() on host arrays: the GPU benchmark's baseline)
+        self.io_binding = io_binding
         self._device = "cuda" if self.on_gpu else "cpu"
-        self._binding = self.session.io_binding() if use_binding else None
-        self._out = None
+        self._local = threading.local()  # per calling thread: (binding, device output buffer)
 
     @property
     def class_ids(self) -> np.ndarray:
@@ -130,28 +136,42 @@ class OnnxModel:
         cols = np.array([pos[int(c)] for c in class_ids], np.int64)
         return None if cols.size == self.info.class_ids.size and (cols == np.arange(cols.size)).all() else cols
 
-    def run(self, feeds: dict) -> np.ndarray:
-        """predictions [batch, columns] as a float32 host array."""
-        if self._binding is None:
-            return self.session.run(["predictions"], feeds)[0]
-        b = self._binding
+    def run(self, feeds: dict, out: np.ndarray | None = None) -> np.ndarray:
+        """predictions [batch, columns] as a float32 host array; written into `out` (C-contiguous,
+        [batch, columns]) when given: with io binding ONNX Runtime writes there itself, no copy."""
+        binding = self.io_binding if self.io_binding is not None else (self.on_gpu or out is not None)
+        if not binding:
+            res = self.session.run(["predictions"], feeds)[0]
+            if out is None:
+                return res
+            out[...] = res
+            return out
+        loc = self._local
+        if getattr(loc, "binding", None) is None:
+            loc.binding, loc.dev_out = self.session.io_binding(), None
+        b = loc.binding
         for name, arr in feeds.items():
             b.bind_cpu_input(name, np.ascontiguousarray(arr))
         n = next(iter(feeds.values())).shape[0]
+        shape = (n, self.info.class_ids.size)
+        if out is not None:
+            assert out.shape == shape and out.dtype == np.float32 and out.flags.c_contiguous
+            b.bind_output("predictions", "cpu", 0, np.float32, list(shape), out.ctypes.data)
+            self.session.run_with_iobinding(b)
+            return out
         import onnxruntime as ort
 
-        if self._out is None or self._out.shape()[0] != n:
-            self._out = ort.OrtValue.ortvalue_from_shape_and_type((n, self.info.class_ids.size), np.float32,
-                                                                  self._device, 0)
-        b.bind_ortvalue_output("predictions", self._out)
+        if loc.dev_out is None or loc.dev_out.shape()[0] != n:  # a device buffer reused across calls
+            loc.dev_out = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, self._device, 0)
+        b.bind_ortvalue_output("predictions", loc.dev_out)
         self.session.run_with_iobinding(b)
-        return self._out.numpy().copy()
+        return loc.dev_out.numpy().copy()
 
-    def predict_frames(self, frames: np.ndarray, num_frames: np.ndarray) -> np.ndarray:
+    def predict_frames(self, frames: np.ndarray, num_frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if self.info.frames and frames.shape[1] != self.info.frames:
             raise Yt8mError(f"{self.path} was exported for {self.info.frames}-frame inputs (segments), not "
                             f"{frames.shape[1]}-frame videos; export without --frames for video-level use")
-        return self.run({"frames": frames, "num_frames": np.ascontiguousarray(num_frames, np.int32)})
+        return self.run({"frames": frames, "num_frames": np.ascontiguousarray(num_frames, np.int32)}, out)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         return self.run({"features": np.ascontiguousarray(features, np.float32)})
@@ -170,11 +190,20 @@ def predict_videos(model, b, batch_size: int) -> np.ndarray:
 
 
 def predict_segments(model, frames: np.ndarray, num_frames: np.ndarray, batch_size: int,
-                     cols: np.ndarray | None = None) -> np.ndarray:
-    """Predictions for cut segments (frames [S, 5, D]), batch_size at a time; only `cols` when given."""
-    out = []
-    for a in range(0, frames.shape[0], batch_size):
-        p = model.predict_frames(frames[a:a + batch_size], num_frames[a:a + batch_size])
-        out.append(p if cols is None else p[:, cols])
+                     cols: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Predictions for cut segments (frames [S, 5, D]), batch_size at a time; only `cols` when given.
+    out: a [>= S, width] float32 buffer to write into (reused by the caller); the result is out[:S]."""
+    s = frames.shape[0]
     width = model.info.class_ids.size if cols is None else len(cols)
-    return np.ascontiguousarray(np.concatenate(out)) if out else np.zeros((0, width), np.float32)
+    if out is None or out.shape[0] < s or out.shape[1] != width:
+        out = np.empty((s, width), np.float32)
+    res = out[:s]
+    direct = cols is None and isinstance(model, OnnxModel)
+    for a in range(0, s, batch_size):
+        e = min(s, a + batch_size)
+        if direct:
+            model.predict_frames(frames[a:e], num_frames[a:e], out=res[a:e])
+        else:
+            p = model.predict_frames(frames[a:e], num_frames[a:e])
+            res[a:e] = p if cols is None else p[:, cols]
+    return res

@@ -19,7 +19,6 @@ from .io.reader import Reader, resolve_files
 from .engine import predict_segments, predict_videos
 from .io.tfrecord import AtomicWriter
 from .kernels.metrics import VideoMetrics, ranked_flags, segment_map
-from .kernels.segments import cut_segments
 from .rank.topn import TopN, segment_keys
 
 
@@ -79,20 +78,19 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
         rated_keys, rated_cols, rated_labels = [], [], []
     reader = Reader(info.spec, segments=segment_labels, skip_corrupt=skip_corrupt)
     for fidx, path in enumerate(files):
-        ordinal = 0
         for b in reader.read_file(path, batch_size=512):
             preds = predict_videos(pred, b, batch_size)
             off, cols = _remap(b.label_offsets, b.labels, lut)
             vm.add(preds, off, cols)
             loss_sum += _cross_entropy(preds, off, cols) * len(b)
             if segment_labels:
-                frames, nf, sv, ss = cut_segments(b.frames, b.frame_offsets, b.num_frames)
+                frames, nf, sv, ss = b.segments()
                 sp = predict_segments(pred, frames, nf, batch_size, seg_cols)
-                keys = segment_keys(fidx, ordinal + sv, ss)
+                keys = segment_keys(fidx, b.record_index[sv], ss)
                 ranker.push(sp, keys)
                 # the rated segments
                 rv = np.repeat(np.arange(len(b)), np.diff(b.segment_offsets))
-                rk = segment_keys(fidx, ordinal + rv, b.segment_starts)
+                rk = segment_keys(fidx, b.record_index[rv], b.segment_starts)
                 rc = seg_lut[b.segment_labels]
                 ok = rc >= 0
                 positive = b.segment_scores[ok] > 0.5
@@ -100,7 +98,6 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
                 rated_cols.append(rc[ok])
                 rated_labels.append(positive.astype(np.int64))
                 _starter_segment_metrics(sm, sp, keys, rk[ok], rc[ok], positive)
-            ordinal += len(b)
             if progress:
                 progress(vm.videos)
     res = vm.results()

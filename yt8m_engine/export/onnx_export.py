@@ -133,10 +133,9 @@ def _frame_input(g: Graph, frames, num_frames):
     The per-frame L2 normalisation is a per-frame scale, so it is applied after the first linear map
     (x @ W) * inv instead of materialising x * inv: fewer passes over the largest tensor.
     """
-    x = g.op("Cast", [frames], to=TensorProto.FLOAT)
-    x = g.op("Add", [g.op("Mul", [x, g.const(fmt.DEQUANT_SCALE, dtype=np.float32)]),
-                     g.const(fmt.DEQUANT_BIAS, dtype=np.float32)])
-    ss = g.op("ReduceSumSquare", [x], axes=[2], keepdims=1)
+    x = g.op("DequantizeLinear", [frames, g.const(fmt.DEQUANT_SCALE, dtype=np.float32), g.const(np.uint8(127), dtype=np.uint8)])
+    x = g.op("Add", [x, g.const(np.float32(fmt.DEQUANT_BIAS + 127 * fmt.DEQUANT_SCALE), dtype=np.float32)])
+    ss = g.reduce_sum(g.op("Mul", [x, x]), 2)  # (ORT's ReduceSumSquare was 4x slower than Mul + ReduceSum)
     inv = g.op("Reciprocal", [g.op("Sqrt", [g.op("Max", [ss, g.const(np.float32(L2_EPS), dtype=np.float32)])])])
     if g.dtype != np.float32:
         x = g.op("Cast", [x], to=TensorProto.FLOAT16)
@@ -181,10 +180,12 @@ def _backbone(g: Graph, model, cfg: ModelConfig, x, inv, mask, nf, frames: int |
     one = lambda: g.const(np.float32(1))  # noqa: E731
     normalized = lambda: g.op("Mul", [x, g.op("Mul", [inv, mask])])  # noqa: E731
     if cfg.model == "FrameLevelLogisticModel":
-        # sum_t mask_t * x_t / ||x_t||  as one batched MatMul of the per-frame weights with x
-        w = g.op("Transpose", [g.op("Mul", [inv, mask])], perm=[0, 2, 1])           # [B, 1, T]
-        pooled = g.op("Squeeze", [g.op("MatMul", [w, x]), g.axes(1)])               # [B, D]
-        return g.op("Div", [pooled, g.op("Max", [g.reduce_sum(mask, 1, 0), one()])])
+        # mean_t mask_t * x_t / ||x_t||  as one batched MatMul of the per-frame weights with x (the
+        # division by the frame count is folded into the [B, T, 1] weights, not done on [B, D])
+        count = g.op("Max", [g.reduce_sum(mask, 1), one()])                         # [B, 1, 1]
+        w = g.op("Div", [g.op("Mul", [inv, mask]), count])                          # [B, T, 1]
+        w = g.op("Transpose", [w], perm=[0, 2, 1])                                  # [B, 1, T]
+        return g.op("Squeeze", [g.op("MatMul", [w, x]), g.axes(1)])                 # [B, D]
     if cfg.model == "DbofModel":
         L = model.get_layer("dbof")
         a = _scaled_dense(g, x, inv, L.cluster.kernel, L.cluster.bias if L.cluster.use_bias else None,
@@ -277,7 +278,10 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
         if fp16:
             pooled = g.op("Cast", [pooled], to=TensorProto.FLOAT16)
     p = _head(g, pooled, model, cfg, cols)
-    g.nodes.append(helper.make_node("Cast", [p], ["predictions"], to=TensorProto.FLOAT))
+    if fp16:
+        g.nodes.append(helper.make_node("Cast", [p], ["predictions"], to=TensorProto.FLOAT))
+    else:  # the last node writes the output itself (no copy)
+        g.nodes[-1].output[0] = "predictions"
     outputs = [helper.make_tensor_value_info("predictions", TensorProto.FLOAT, ["batch", int(out_ids.size)])]
     graph = helper.make_graph(g.nodes, f"yt8m_{cfg.model}", inputs, outputs, initializer=g.inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="yt8m-engine",

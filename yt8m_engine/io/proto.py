@@ -185,6 +185,54 @@ def _feature_kind(buf, s, e):
     return kind, ls, le, True
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _put_varint(out, p, v):
+    while v >= 0x80:
+        out[p] = (v & 0x7F) | 0x80
+        v >>= 7
+        p += 1
+    out[p] = v
+    return p + 1
+
+
+@njit(cache=True, nogil=True)
+def frame_prefixes(feat_sizes):
+    """The bytes that precede a frame's data in a FeatureList when it is encoded canonically (as every
+    writer does): Feature tag + length, BytesList tag + length, value tag + length. Returns
+    (prefix table [F, 16], lengths [F]). A frame whose bytes start with its feature's prefix holds
+    exactly one value of the expected size, so the decoders can skip the general parse for it."""
+    nf = feat_sizes.shape[0]
+    tab = np.zeros((nf, 16), np.uint8)
+    lens = np.zeros(nf, np.int64)
+    tmp = np.zeros(16, np.uint8)
+    for j in range(nf):
+        size = feat_sizes[j]
+        inner = _put_varint(tmp, 0, size) + 1                     # value: tag + varint(size)
+        blist = inner + size                                      # BytesList length
+        vb = _put_varint(tmp, 0, blist) + 1                       # bytes_list: tag + varint(blist)
+        feat = vb + blist                                         # Feature length
+        p = 0
+        tab[j, p] = 0x0A
+        p = _put_varint(tab[j], p + 1, feat)
+        tab[j, p] = 0x0A
+        p = _put_varint(tab[j], p + 1, blist)
+        tab[j, p] = 0x0A
+        p = _put_varint(tab[j], p + 1, size)
+        lens[j] = p
+    return tab, lens
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _has_prefix(buf, p, end, tab, n, size):
+    """Whether a canonically encoded frame of `size` bytes (prefix tab[:n]) starts at p."""
+    if p + n + size > end:
+        return False
+    for i in range(n):
+        if buf[p + i] != tab[i]:
+            return False
+    return True
+
+
 @njit(cache=True, nogil=True)
 def _count_values(buf, ls, le, kind):
     """Number of values in a BytesList / FloatList / Int64List span; -1 when malformed."""
@@ -302,6 +350,7 @@ def locate_and_count(buf, offs, lens, status, sequence, ktab, koff, ftab, foff, 
     fs = np.full((n, nf), -1, np.int64)
     fe = np.full((n, nf), -1, np.int64)
     nfr = np.zeros((n, nf), np.int64)
+    ptab, plen = frame_prefixes(feat_sizes)
     for r in range(n):
         if status[r] != 0:
             err[r] = status[r]
@@ -370,7 +419,12 @@ def locate_and_count(buf, offs, lens, status, sequence, ktab, koff, ftab, foff, 
                 p = fs[r, j]
                 q_end = fe[r, j]
                 t = 0
+                size = feat_sizes[j]
                 while p < q_end:
+                    if _has_prefix(buf, p, q_end, ptab[j], plen[j], size):  # the common case
+                        p += plen[j] + size
+                        t += 1
+                        continue
                     f, wt, a, b, p = _next_field(buf, p, q_end)
                     if p < 0:
                         err[r] = E_PROTO
@@ -477,14 +531,16 @@ def check_values(buf, err, aux, vs, ve, cnt, nfr, num_classes, check_segments, l
 @njit(cache=True, nogil=True)
 def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
          lab_off, labels, seg_off, seg_labels, seg_starts, seg_scores_u8, id_off, id_bytes, id_len,
-         frame_off, frames, video_u8, check_segments, copy_frames):
+         frame_off, num_frames, frames, video_u8, check_segments, copy_frames):
     """Pass 2: copy the values of the records with err == 0 into the outputs.
 
     rows[r] is record r's output row (-1 for skipped records); the CSR offsets are per output row.
-    Frames go to a flat [total_frames, D] array: row frame_off[i] + t holds frame t of video i.
+    Frames go to a flat [rows, D] array: row frame_off[i] + t holds frame t < num_frames[i] of video i;
+    rows from num_frames[i] up to frame_off[i + 1] (padding to a segment multiple) are zeroed.
     """
     n = err.shape[0]
     nf = feat_sizes.shape[0]
+    ptab, plen = frame_prefixes(feat_sizes)
     for r in range(n):
         i = rows[r]
         if i < 0:
@@ -511,8 +567,15 @@ def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
                     p = fs[r, j]
                     q_end = fe[r, j]
                     t = 0
-                    t_end = frame_off[i + 1] - frame_off[i]
+                    t_end = num_frames[i]
                     while p < q_end and t < t_end:
+                        if _has_prefix(buf, p, q_end, ptab[j], plen[j], size):  # the common case
+                            a = p + plen[j]
+                            row = frame_off[i] + t
+                            frames[row, col:col + size] = buf[a:a + size]
+                            p = a + size
+                            t += 1
+                            continue
                         f, wt, c, d, p = _next_field(buf, p, q_end)
                         if f != 1 or wt != 2:
                             continue
@@ -526,6 +589,9 @@ def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
             else:
                 _read_float_bytes(buf, fs[r, j], fe[r, j], video_u8[i], col)
             col += size
+        if sequence and copy_frames:
+            for row in range(frame_off[i] + num_frames[i], frame_off[i + 1]):
+                frames[row, :] = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,10 +638,8 @@ def frame_feature_list(frames: np.ndarray) -> bytes:
     """A FeatureList of one bytes_list Feature per row of a uint8 [T, size] array (vectorised)."""
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     t, size = frames.shape
-    inner = _enc_varint((1 << 3) | 2) + _enc_varint(size)                  # BytesList.value
-    blist = _enc_varint((1 << 3) | 2) + _enc_varint(len(inner) + size)     # Feature.bytes_list
-    feat = _enc_varint((1 << 3) | 2) + _enc_varint(len(blist) + len(inner) + size)  # FeatureList.feature
-    prefix = np.frombuffer(feat + blist + inner, np.uint8)
+    tab, lens = frame_prefixes(np.array([size], np.int64))
+    prefix = tab[0, :lens[0]]
     out = np.empty((t, prefix.size + size), np.uint8)
     out[:, :prefix.size] = prefix
     out[:, prefix.size:] = frames

@@ -106,19 +106,35 @@ def _topk_row(row, k, out_c, out_s, cmax, buf):
     return m
 
 
+@njit(cache=True, nogil=True)
+def _topk_rows(preds, k, cls, sc, a, b):
+    cmax = np.empty(preds.shape[1] // 16 + 1, preds.dtype)
+    buf = np.empty(k, preds.dtype)
+    for i in range(a, b):
+        _topk_row(preds[i], k, cls[i], sc[i], cmax, buf)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def topk(preds, k):
-    """Per-row top-k classes and scores of a [n, C] array, in rank order."""
+    """Per-row top-k classes and scores of a [n, C] array, in rank order (rows in parallel)."""
     n, nc = preds.shape
     k = min(k, nc)
     cls = np.empty((n, k), np.int32)
     sc = np.empty((n, k), preds.dtype)
     nblk = (n + 255) // 256
     for blk in prange(nblk):
-        cmax = np.empty(nc // 16 + 1, preds.dtype)
-        buf = np.empty(k, preds.dtype)
-        for i in range(blk * 256, min(n, blk * 256 + 256)):
-            _topk_row(preds[i], k, cls[i], sc[i], cmax, buf)
+        _topk_rows(preds, k, cls, sc, blk * 256, min(n, blk * 256 + 256))
+    return cls, sc
+
+
+@njit(cache=True, nogil=True)
+def topk_serial(preds, k):
+    """`topk` on the calling thread only (for callers that are themselves parallel workers)."""
+    n, nc = preds.shape
+    k = min(k, nc)
+    cls = np.empty((n, k), np.int32)
+    sc = np.empty((n, k), preds.dtype)
+    _topk_rows(preds, k, cls, sc, 0, n)
     return cls, sc
 
 

@@ -16,33 +16,47 @@ def count_segments(num_frames, size):
 
 
 @njit(cache=True, nogil=True)
-def _cut(frames, frame_off, num_frames, size, out, seg_num, seg_video, seg_start):
+def _index(num_frames, size, seg_num, seg_video, seg_start):
     j = 0
     for i in range(num_frames.shape[0]):
         n = num_frames[i]
-        base = frame_off[i]
         for s in range(0, n, size):
-            m = min(size, n - s)
-            out[j, :m] = frames[base + s:base + s + m]
-            if m < size:
-                out[j, m:] = 0
-            seg_num[j] = m
+            seg_num[j] = min(size, n - s)
             seg_video[j] = i
             seg_start[j] = s
             j += 1
 
 
-def cut_segments(frames: np.ndarray, frame_offsets: np.ndarray, num_frames: np.ndarray, size: int = SEGMENT_SIZE,
-                 out: np.ndarray | None = None):
-    """Segments starting at 0, size, 2 size, ... below each video's num_frames; a last partial segment
-    keeps its true frame count. Returns (frames [S, size, D] uint8, num_frames [S] int32,
-    video index [S] int64, start frame [S] int64)."""
+@njit(cache=True, nogil=True)
+def _cut(frames, frame_off, seg_num, seg_video, seg_start, out):
+    for j in range(seg_num.shape[0]):
+        m = seg_num[j]
+        base = frame_off[seg_video[j]] + seg_start[j]
+        out[j, :m] = frames[base:base + m]
+        out[j, m:] = 0
+
+
+def segment_index(num_frames: np.ndarray, size: int = SEGMENT_SIZE):
+    """Segments starting at 0, size, 2 size, ... below each video's num_frames, in video order (a last
+    partial segment keeps its true frame count). Returns (num_frames [S] int32, video index [S] int64,
+    start frame [S] int64)."""
     s = int(count_segments(num_frames, size))
-    if out is None or out.shape[0] < s:
-        out = np.empty((s, size, frames.shape[1]), np.uint8)
-    seg = out[:s]
     seg_num = np.empty(s, np.int32)
     seg_video = np.empty(s, np.int64)
     seg_start = np.empty(s, np.int64)
-    _cut(frames, frame_offsets, num_frames, size, seg, seg_num, seg_video, seg_start)
+    _index(num_frames, size, seg_num, seg_video, seg_start)
+    return seg_num, seg_video, seg_start
+
+
+def cut_segments(frames: np.ndarray, frame_offsets: np.ndarray, num_frames: np.ndarray, size: int = SEGMENT_SIZE,
+                 out: np.ndarray | None = None):
+    """The segments of `segment_index`, copied out of a flat frame array (video i's frames start at
+    row frame_offsets[i]). Returns (frames [S, size, D] uint8 zero padded, num_frames [S] int32,
+    video index [S] int64, start frame [S] int64)."""
+    seg_num, seg_video, seg_start = segment_index(num_frames, size)
+    s = seg_num.shape[0]
+    if out is None or out.shape[0] < s:
+        out = np.empty((s, size, frames.shape[1]), np.uint8)
+    seg = out[:s]
+    _cut(frames, frame_offsets, seg_num, seg_video, seg_start, seg)
     return seg, seg_num, seg_video, seg_start

@@ -196,15 +196,24 @@ def read_segment_submission(path: str, allowed_classes: np.ndarray, num_classes:
 
 # -- writers -------------------------------------------------------------------------------------
 class IdTable:
-    """Video ids of the processed files, addressable by segment key (file index, ordinal in file)."""
+    """Video ids of the processed files, addressable by segment key (file index, record index in file).
+
+    A file's ids are a list indexed by record; records never added (skipped corrupt ones) hold b"".
+    Batches of a file may be added in any order (several workers read one file).
+    """
 
     def __init__(self, num_files: int):
         self.num_files = num_files
         self.by_file: dict[int, list[bytes]] = {}
 
-    def add(self, file_index: int, ids: list[str]) -> None:
-        """Append ids of file_index (in file order)."""
-        self.by_file.setdefault(file_index, []).extend(i.encode() for i in ids)
+    def add(self, file_index: int, records: np.ndarray, ids: list[str]) -> None:
+        """The ids of records (their indices in file file_index)."""
+        rows = self.by_file.setdefault(file_index, [])
+        end = int(records.max(initial=-1)) + 1
+        if len(rows) < end:
+            rows.extend([b""] * (end - len(rows)))
+        for r, i in zip(records.tolist(), ids):
+            rows[r] = i.encode()
 
     def update(self, other: "IdTable") -> None:
         for f, ids in other.by_file.items():

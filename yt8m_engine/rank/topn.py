@@ -6,7 +6,7 @@ its N best (by selection, not a sort) and the threshold rises to the N-th score.
 total: higher score first, then the smaller key, so any split of the data (batches, shards) gives
 the same result.
 
-A segment key is (file index << 40) | (video ordinal in its file << 16) | start frame: data order,
+A segment key is (file index << 40) | (record index in its file << 16) | start frame: data order,
 stable across runs and shards (the file index is taken in the sorted list of all input files).
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 from numba import njit, prange
 
 
-def segment_keys(file_index: int, video_ordinal: np.ndarray, start: np.ndarray) -> np.ndarray:
-    return (np.int64(file_index) << np.int64(40)) | (video_ordinal.astype(np.int64) << np.int64(16)) | start.astype(np.int64)
+def segment_keys(file_index: int, record: np.ndarray, start: np.ndarray) -> np.ndarray:
+    return (np.int64(file_index) << np.int64(40)) | (record.astype(np.int64) << np.int64(16)) | start.astype(np.int64)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -114,45 +114,39 @@ def _finish(bs, bk, cnt, n, out_s, out_k, out_n):
         out_n[j] = c
 
 
+def _lazy_empty(shape: tuple[int, int], dtype) -> np.ndarray:
+    """An uninitialised array whose memory is taken from the OS page by page as it is first written
+    (an anonymous mapping in small pages): a [classes, N + N/4] buffer costs only what the data
+    fills, never a copy to grow it."""
+    import mmap
+
+    nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, int(np.prod(shape))).reshape(shape)
+
+
 class TopN:
     """Per-class streaming top-N over J classes."""
 
-    def __init__(self, num_classes: int, n: int, capacity_hint: int | None = None, threads: int | None = None):
+    def __init__(self, num_classes: int, n: int, threads: int | None = None):
         from numba import get_num_threads
 
         self.n = int(n)
-        # buffers start small and grow to N + N/4 only as the data fills them: a small run does not
-        # pay for N = 100000 up front
-        cap = min(self.n + max(self.n // 4, 1024), max(int(capacity_hint or 4096), 16))
-        self.bs = np.empty((num_classes, cap), np.float32)
-        self.bk = np.empty((num_classes, cap), np.int64)
+        cap = self.n + max(self.n // 4, 1024)
+        self.bs = _lazy_empty((num_classes, cap), np.float32)
+        self.bk = _lazy_empty((num_classes, cap), np.int64)
         self.cnt = np.zeros(num_classes, np.int64)
         self.thr = np.full(num_classes, -np.inf, np.float32)
         self.threads = threads or get_num_threads()
 
-    def _ensure(self, extra: int) -> None:
-        """Grow the buffers when a capacity hint was too small (cheap: only while N is not reached)."""
-        need = int(self.cnt.max(initial=0)) + extra
-        full = self.n + max(self.n // 4, 1024)
-        if self.bs.shape[1] < full and need > self.bs.shape[1]:
-            cap = min(full, max(need, 2 * self.bs.shape[1]))
-            bs = np.empty((self.bs.shape[0], cap), np.float32)
-            bk = np.empty((self.bs.shape[0], cap), np.int64)
-            bs[:, :self.bs.shape[1]] = self.bs
-            bk[:, :self.bs.shape[1]] = self.bk
-            self.bs, self.bk = bs, bk
-
-    def push(self, scores: np.ndarray, keys: np.ndarray, top_k: int | None = None) -> None:
+    def push(self, scores: np.ndarray, keys: np.ndarray, top_cls: np.ndarray | None = None) -> None:
+        """Offer segments (scores [S, J], keys [S]) to every class, or with top_cls [S, k] (each row's
+        top-k columns, the starter's mode) only to those. Not thread-safe: one caller at a time."""
         scores = np.ascontiguousarray(scores, np.float32)
         keys = np.ascontiguousarray(keys, np.int64)
-        self._ensure(scores.shape[0])
-        if top_k is None:
+        if top_cls is None:
             push_all(scores, keys, self.bs, self.bk, self.cnt, self.thr, self.n, self.threads)
         else:
-            from ..kernels.metrics import topk
-
-            cls, _ = topk(scores, top_k)
-            push_topk(scores, keys, cls, self.bs, self.bk, self.cnt, self.thr, self.n)
+            push_topk(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores [J, M], keys [J, M], counts [J]), each class's row in rank order."""
@@ -167,8 +161,7 @@ class TopN:
 def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int):
     """Combine partial rankings (same classes) into one, in the same total order as a single run."""
     num_classes = parts[0][0].shape[0]
-    total = sum(int(p[2].max(initial=0)) for p in parts)
-    t = TopN(num_classes, n, capacity_hint=max(total, 1))
+    t = TopN(num_classes, n)
     for s, k, c in parts:
         for j in range(num_classes):
             m = int(c[j])
@@ -178,7 +171,6 @@ def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: in
 
 
 def _offer_class(t: TopN, j: int, s: np.ndarray, k: np.ndarray) -> None:
-    t._ensure(s.size)
     _push_class(s.astype(np.float32), k.astype(np.int64), t.bs[j], t.bk[j], t.cnt, t.thr, j, t.n)
 
 
