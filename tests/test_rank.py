@@ -4,7 +4,7 @@ import pytest
 
 from yt8m_engine.kernels.metrics import topk
 from yt8m_engine.kernels.segments import cut_segments
-from yt8m_engine.rank.submission import IdTable, segment_csv_bytes
+from yt8m_engine.rank.submission import IdTable, segment_csv_array
 from yt8m_engine.rank.topn import TopN, merge_rankings, segment_keys
 
 
@@ -72,12 +72,12 @@ def test_cut_segments_reference():
         assert not seg[j, m:].any()
 
 
-def test_segment_csv_bytes():
+def test_segment_csv_array():
     ids = IdTable(3)
     ids.add(0, np.array([1]), ["bb"])  # any order, as workers finish
     ids.add(2, np.array([0]), ["cc"])
     ids.add(0, np.array([0]), ["aa"])
     keys = np.array([[segment_keys(0, np.array([1]), np.array([5]))[0], segment_keys(2, np.array([0]), np.array([0]))[0]],
                      [segment_keys(0, np.array([0]), np.array([295]))[0], 0]], np.int64)
-    out = segment_csv_bytes(np.array([7, 3]), keys, np.array([2, 1]), ids).decode()
+    out = segment_csv_array(np.array([7, 3]), keys, np.array([2, 1]), ids).tobytes().decode()
     assert out == "Class,Segments\n3,aa:295\n7,bb:5 cc:0\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..errors import Yt8mError
 from ..io.proto import csr_bytes
@@ -266,54 +266,57 @@ def _put_int(out, p, v):
     return p + d
 
 
-@njit(cache=True, nogil=True)
-def _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, write):
-    """Lines 'class,vid:start vid:start ...\\n' for classes in the given order; returns the byte size."""
-    p = 0
-    for li in range(classes.shape[0]):
+@njit(cache=True, nogil=True, inline="always")
+def _entry(k, file_base, id_off):
+    """(id start, id end, start frame) of segment key k in the id table."""
+    row = file_base[k >> 40] + ((k >> 16) & 0xFFFFFF)
+    return id_off[row], id_off[row + 1], k & 0xFFFF
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, line_off, write):
+    """Lines 'class,vid:start vid:start ...\n' for classes in the given order, each class's line in
+    parallel. write=False: line sizes into line_off[1:]; write=True: the lines at line_off into out."""
+    for li in prange(classes.shape[0]):
         j = classes[li, 1]
-        if write:
-            p = _put_int(out, p, classes[li, 0])
-            out[p] = 44
-        else:
-            p += _ndigits(classes[li, 0])
+        if not write:
+            size = _ndigits(classes[li, 0]) + 2 + max(counts[j] - 1, 0)
+            for i in range(counts[j]):
+                a, b, start = _entry(keys[j, i], file_base, id_off)
+                size += b - a + 1 + _ndigits(start)
+            line_off[li + 1] = size
+            continue
+        p = _put_int(out, line_off[li], classes[li, 0])
+        out[p] = 44
         p += 1
         for i in range(counts[j]):
-            k = keys[j, i]
-            f = k >> 40
-            ordv = (k >> 16) & 0xFFFFFF
-            start = k & 0xFFFF
-            row = file_base[f] + ordv
-            a = id_off[row]
-            b = id_off[row + 1]
+            a, b, start = _entry(keys[j, i], file_base, id_off)
             if i > 0:
-                if write:
-                    out[p] = 32
+                out[p] = 32
                 p += 1
-            if write:
-                out[p:p + (b - a)] = id_bytes[a:b]
-            p += b - a
-            if write:
-                out[p] = 58
-                p = _put_int(out, p + 1, start)
-            else:
-                p += 1 + _ndigits(start)
-        if write:
-            out[p] = 10
-        p += 1
-    return p
+            for t in range(a, b):
+                out[p] = id_bytes[t]
+                p += 1
+            out[p] = 58
+            p = _put_int(out, p + 1, start)
+        out[p] = 10
 
 
-def segment_csv_bytes(class_ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, ids: IdTable) -> bytes:
-    """The Kaggle segment submission: header, then one line per class in ascending class id."""
+def segment_csv_array(class_ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, ids: IdTable) -> np.ndarray:
+    """The Kaggle segment submission's bytes (uint8): header, then one line per class in ascending id."""
     order = np.argsort(class_ids, kind="stable")
     classes = np.stack([np.asarray(class_ids, np.int64)[order], order.astype(np.int64)], axis=1)
     file_base, id_off, id_bytes = ids.arrays()
+    header = np.frombuffer((SEGMENT_HEADER + "\n").encode(), np.uint8)
+    line_off = np.zeros(classes.shape[0] + 1, np.int64)
     dummy = np.zeros(0, np.uint8)
-    size = _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, dummy, False)
-    out = np.empty(size, np.uint8)
-    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, True)
-    return (SEGMENT_HEADER + "\n").encode() + out.tobytes()
+    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, dummy, line_off, False)
+    np.cumsum(line_off, out=line_off)
+    line_off += header.size
+    out = np.empty(int(line_off[-1]), np.uint8)
+    out[:header.size] = header
+    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, line_off, True)
+    return out
 
 
 def video_csv_lines(ids: list[str], classes: np.ndarray, scores: np.ndarray) -> str:

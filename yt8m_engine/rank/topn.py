@@ -93,12 +93,62 @@ def push_topk(scores, keys, top_cls, bs, bk, cnt, thr, n):
             _offer(bs[j], bk[j], cnt, thr, j, scores[s, j], keys[s], n)
 
 
+@njit(cache=True, nogil=True)
+def _rank_order(s):
+    """The permutation that sorts s (float32) by descending score, NaN last; stable (equal scores keep
+    their order). An LSD radix sort (3 passes of 11 bits, a pass skipped where every code shares its
+    digit) on a 32-bit code whose ascending order is the scores' descending order."""
+    n = s.shape[0]
+    if n < 256:
+        return np.argsort(-s)
+    bits = s.view(np.int32)
+    code = np.empty(n, np.int64)
+    hist = np.zeros((3, 2048), np.int64)
+    for i in range(n):
+        v = s[i]
+        u = np.int64(bits[i]) & 0xFFFFFFFF
+        if v != v:
+            c = np.int64(0xFFFFFFFF)
+        elif v == 0:  # -0.0 ranks with +0.0
+            c = np.int64(0x7FFFFFFF)
+        elif u < 0x80000000:  # positive: larger first
+            c = 0x7FFFFFFF - u
+        else:  # negative: the bits grow with the magnitude
+            c = u
+        code[i] = c
+        hist[0, c & 2047] += 1
+        hist[1, (c >> 11) & 2047] += 1
+        hist[2, c >> 22] += 1
+    perm = np.arange(n).astype(np.int64)
+    code2 = np.empty(n, np.int64)
+    perm2 = np.empty(n, np.int64)
+    for p in range(3):
+        shift = 11 * p
+        h = hist[p]
+        if h.max() == n:
+            continue
+        pos = np.empty(2048, np.int64)
+        t = 0
+        for d in range(2048):
+            pos[d] = t
+            t += h[d]
+        for i in range(n):
+            d = (code[i] >> shift) & 2047
+            code2[pos[d]] = code[i]
+            perm2[pos[d]] = perm[i]
+            pos[d] += 1
+        code, code2 = code2, code
+        perm, perm2 = perm2, perm
+    return perm
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _finish(bs, bk, cnt, n, out_s, out_k, out_n):
-    """Each class's n best in rank order: score descending, then key ascending (classes in parallel)."""
+def _finish(bs, bk, cnt, n):
+    """Each class's n best, in place at the start of its row, in rank order: score descending, then
+    key ascending (classes in parallel). cnt becomes each class's count."""
     for j in prange(bs.shape[0]):
         c, _ = _compact(bs[j], bk[j], cnt[j], n)
-        order = np.argsort(-bs[j, :c])
+        order = _rank_order(bs[j, :c])
         ss = bs[j, :c][order]
         kk = bk[j, :c][order]
         i = 0
@@ -109,9 +159,13 @@ def _finish(bs, bk, cnt, n, out_s, out_k, out_n):
             if e - i > 1:
                 kk[i:e] = np.sort(kk[i:e])
             i = e
-        out_s[j, :c] = ss
-        out_k[j, :c] = kk
-        out_n[j] = c
+        bs[j, :c] = ss
+        bk[j, :c] = kk
+        cnt[j] = c
+    m = cnt.max() if cnt.shape[0] else 0
+    for j in prange(bs.shape[0]):  # rows past their count: zeros, not leftovers
+        bs[j, cnt[j]:m] = 0
+        bk[j, cnt[j]:m] = 0
 
 
 def _lazy_empty(shape: tuple[int, int], dtype) -> np.ndarray:
@@ -149,13 +203,11 @@ class TopN:
             push_topk(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scores [J, M], keys [J, M], counts [J]), each class's row in rank order."""
-        m = int(min(self.n, self.cnt.max(initial=0)))
-        out_s = np.zeros((self.bs.shape[0], m), np.float32)
-        out_k = np.zeros((self.bs.shape[0], m), np.int64)
-        out_n = np.zeros(self.bs.shape[0], np.int64)
-        _finish(self.bs, self.bk, self.cnt, self.n, out_s, out_k, out_n)
-        return out_s, out_k, out_n
+        """(scores [J, M], keys [J, M], counts [J]), each class's row in rank order, zeros past its
+        count. Finishes the ranking in place (views of the buffers): push nothing afterwards."""
+        _finish(self.bs, self.bk, self.cnt, self.n)
+        m = int(self.cnt.max(initial=0))
+        return self.bs[:, :m], self.bk[:, :m], self.cnt.copy()
 
 
 def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int):
