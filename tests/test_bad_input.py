@@ -154,3 +154,46 @@ def test_writer_rejects_bad_values(tmp_path):
     with pytest.raises(Yt8mError, match="shape"):
         frame_level_record("v", [1], rgb=np.zeros((2, 1000)), audio=np.zeros((2, 128)))
     assert fmt.quantize(np.array([-3.0, 2.0, 0.0])).tolist() == [0, 255, 128]
+
+
+def framing(path, block=None):
+    """(record index, status, payload bytes or None for broken framing) of a whole file, or of the
+    blocks `record_blocks` reads it in (one reused buffer, as infer reuses its buffers)."""
+    from yt8m_engine.io.tfrecord import OK, E_PAYLOAD_CRC, record_blocks, scan_records
+
+    def entry(buf, off, ln, st):
+        return (int(st), bytes(buf[off:off + ln]) if st in (OK, E_PAYLOAD_CRC) else None)
+
+    if block is None:
+        buf = np.fromfile(path, np.uint8)
+        return [(i,) + entry(buf, o, n, s) for i, (o, n, s) in enumerate(zip(*scan_records(buf)))]
+    store = [np.zeros(0, np.uint8)]
+
+    def take(n):
+        if store[0].size < n:
+            store[0] = np.empty(n, np.uint8)
+        return store[0]
+
+    out = []
+    for buf, offs, lens, status, first in record_blocks(path, take, block):
+        out += [(first + i,) + entry(buf, o, n, s) for i, (o, n, s) in enumerate(zip(offs, lens, status))]
+    return out
+
+
+@pytest.mark.parametrize("block", [16, 5000, 30000, 1 << 20])
+def test_record_blocks_frame_files_as_a_whole_file_scan(tmp_path, block):
+    """infer reads files in blocks of whole records: a record cut by a block's end is carried over, a
+    record larger than a block gets a larger buffer, and every framing problem reads as before."""
+    recs = [frame_record(good(i, frames=f)) for i, f in enumerate([1, 9, 30, 2, 17, 5])]
+    ok = b"".join(recs)
+    bad_payload = bytearray(ok)
+    bad_payload[len(recs[0]) + len(recs[1]) + 40] ^= 0xFF  # record 2's payload
+    bad_length = bytearray(ok)
+    bad_length[sum(len(r) for r in recs[:3]) + 2] ^= 1    # record 3's length: nothing after it frames
+    cases = {"ok": ok, "truncated": ok[:-30], "payload": bytes(bad_payload), "length": bytes(bad_length),
+             "empty": b""}
+    for name, data in cases.items():
+        path = str(tmp_path / f"{name}.tfrecord")
+        open(path, "wb").write(data)
+        assert framing(path, block) == framing(path), name
+    assert [s for _, s, _ in framing(str(tmp_path / "length.tfrecord"), block)] == [0, 0, 0, 2]

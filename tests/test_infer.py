@@ -226,3 +226,28 @@ def test_starter_style_boolean_flags(trained_flm, learn_dir, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "v.csv").read_text().startswith("VideoId,LabelConfidencePairs\n")
+
+
+def test_corrupt_record_named_or_skipped(trained_flm, tmp_path):
+    """A damaged record stops infer with one error naming file and record; with skip_corrupt it is
+    counted and every other video still gets its own segment ids (keys follow record indices)."""
+    from yt8m_engine.io.tfrecord import frame_record
+    from yt8m_engine.io.writer import frame_level_record
+
+    _, onnx_path, _ = trained_flm
+    rng = np.random.default_rng(0)
+    recs = [bytearray(frame_record(frame_level_record(f"v{i}", None, rgb=rng.integers(0, 256, (n, 1024), np.uint8),
+                                                      audio=rng.integers(0, 256, (n, 128), np.uint8))))
+            for i, n in enumerate([12, 7, 3, 11])]
+    recs[1][40] ^= 0xFF
+    path = tmp_path / "test0000.tfrecord"
+    path.write_bytes(b"".join(recs))
+    with pytest.raises(Yt8mError, match=r"test0000.tfrecord: record 1: payload CRC mismatch"):
+        infer(onnx_path, str(path), str(tmp_path / "x.csv"), segment_labels=True, progress=False)
+    assert not (tmp_path / "x.csv").exists()
+    st = infer(onnx_path, str(path), str(tmp_path / "x.csv"), segment_labels=True, progress=False, skip_corrupt=True,
+               chunk=1, threads=2)
+    assert st.corrupt == 1 and st.videos == 3 and st.segments == 3 + 1 + 3
+    lines = (tmp_path / "x.csv").read_text().splitlines()[1:]
+    ids = {s for ln in lines for s in ln.split(",")[1].split()}
+    assert ids == {"v0:0", "v0:5", "v0:10", "v2:0", "v3:0", "v3:5", "v3:10"}

@@ -23,7 +23,7 @@ from . import format as fmt
 from .engine import OnnxModel, predict_segments, predict_videos
 from .errors import Yt8mError
 from .io.reader import Reader, resolve_files
-from .io.tfrecord import read_file_bytes
+from .io.tfrecord import record_blocks
 from .kernels.metrics import topk_serial
 from .rank.partial import Partial, merge_partials
 from .rank.submission import IdTable, video_csv_lines
@@ -92,6 +92,10 @@ class _Progress:
                 sys.stderr.write("\n")
             sys.stderr.flush()
             self.last = now
+
+
+class _Stopped(Exception):
+    """The run stopped (an error elsewhere, or Ctrl-C) while a thread waited."""
 
 
 class _Loan:
@@ -197,6 +201,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
         # on a CPU small batches keep the float intermediates in cache (measured 2.4x faster than 8192)
         batch_size = (8192 if model.on_gpu else 256) if segment_labels else 256
     chunk = opts.chunk or (256 if model.on_gpu else 64)  # videos a worker takes at a time
+    block_bytes = 32 << 20  # bytes read at a time (whole records)
     lock = threading.Lock()
     q_chunks: queue.Queue = queue.Queue(maxsize=4 * workers)
     errors: list[BaseException] = []
@@ -217,41 +222,45 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
         errors.append(e)
         stop.set()
 
-    # whole-file buffers, reused: at most this many files are in memory, and the OS zeroes no fresh
-    # memory per file (that was 12% of all CPU time with a new buffer per file)
+    # read buffers, reused block after block: memory stays bounded whatever the file sizes, and the
+    # OS zeroes no fresh pages per file (a fresh buffer per file was 10% of all CPU time)
     free_bufs: queue.Queue = queue.Queue()
-    for _ in range(3):
+    for _ in range(workers + 2):
         free_bufs.put(np.zeros(0, np.uint8))
 
     def wait_for(call, *args):
-        """(True, call(*args, timeout=...)) once it succeeds; (False, None) when the run stops first."""
+        """call(*args, timeout=...) once it succeeds; raises _Stopped when the run stops first."""
         while not stop.is_set():
             try:
-                return True, call(*args, timeout=0.2)
+                return call(*args, timeout=0.2)
             except (queue.Full, queue.Empty):
                 continue
-        return False, None
+        raise _Stopped
+
+    def take_buffer(n: int) -> np.ndarray:
+        buf = wait_for(free_bufs.get)
+        return buf if buf.size >= n else np.empty(max(n, block_bytes), np.uint8)
 
     def read_files():
         try:
             for fidx, path in work:
-                ok, spare = wait_for(free_bufs.get)
-                if not ok:
-                    break
                 t0 = time.perf_counter()
-                buf = read_file_bytes(path, spare)
-                offs, lens, status = framer.frame(buf, path)
-                add("read", t0)
-                with lock:
-                    stats.bytes += int(buf.size)
-                starts = range(0, len(offs), chunk)
-                loan = _Loan(buf.base if buf.base is not None else buf, len(starts) or 1, free_bufs)
-                if not starts:
-                    loan.release()
-                for a in starts:
-                    sl = slice(a, a + chunk)
-                    if not wait_for(q_chunks.put, (fidx, path, buf, offs[sl], lens[sl], status[sl], a, loan))[0]:
-                        break
+                for buf, offs, lens, status, first in record_blocks(path, take_buffer, block_bytes):
+                    if first == 0 and buf.size == 0:
+                        framer.frame(buf, path)  # an empty file: its problem is reported there
+                    t0 = add("read", t0)
+                    with lock:
+                        stats.bytes += int(buf.size)
+                    starts = range(0, len(offs), chunk)
+                    loan = _Loan(buf.base if buf.base is not None else buf, len(starts) or 1, free_bufs)
+                    if not starts:
+                        loan.release()
+                    for a in starts:
+                        sl = slice(a, a + chunk)
+                        wait_for(q_chunks.put, (fidx, path, buf, offs[sl], lens[sl], status[sl], first + a, loan))
+                    t0 = time.perf_counter()
+        except _Stopped:
+            pass
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             fail(e)
         finally:

@@ -122,6 +122,68 @@ def read_file_bytes(path: str, out: np.ndarray | None = None) -> np.ndarray:
         raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
+def _open(path: str):
+    """(binary file object, size) of a local file or a URL (fsspec)."""
+    if "://" in path:
+        from .reader import _fsspec
+
+        fs, p = _fsspec().core.url_to_fs(path)
+        return fs.open(p, "rb"), int(fs.size(p))
+    return open(path, "rb"), os.path.getsize(path)
+
+
+def _read_full(f, view) -> int:
+    """readinto until the view is full or the file ends; the number of bytes read."""
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def record_blocks(path: str, take_buffer, block_bytes: int = 32 << 20, check_crc: bool = True):
+    """A file's records in blocks of whole records, read into buffers the caller recycles: memory stays
+    bounded whatever the file size, and a reused buffer costs the OS no fresh zeroed pages.
+
+    take_buffer(n) returns a uint8 array of at least n bytes. Yields (buf, offsets, lengths, status,
+    index of the block's first record in the file), as scan_records over buf; a record cut by the end
+    of a block is carried to the next one (a record larger than a block gets a larger buffer).
+    """
+    try:
+        f, size = _open(path)
+    except OSError as e:
+        raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    with f:
+        tail = np.zeros(0, np.uint8)
+        left = size  # bytes not read yet
+        first = 0
+        while True:
+            need = min(max(block_bytes, tail.size), tail.size + left)
+            if tail.size >= 8:  # a carried record that needs a larger buffer
+                need = min(max(need, int.from_bytes(tail[:8].tobytes(), "little") + 16), tail.size + left)
+            buf = take_buffer(max(need, 1))[:need]
+            buf[:tail.size] = tail
+            try:
+                got = _read_full(f, memoryview(buf)[tail.size:])
+            except OSError as e:
+                raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+            left -= got
+            n = tail.size + got
+            at_end = got < need - tail.size or left <= 0
+            buf = buf[:n]
+            offs, lens, status = scan_records(buf, check_crc)
+            tail = np.zeros(0, np.uint8)
+            if not at_end and len(status) and status[-1] == E_TRUNCATED:  # cut by the block's end
+                tail = buf[offs[-1]:].copy()
+                offs, lens, status = offs[:-1], lens[:-1], status[:-1]
+            yield buf, offs, lens, status, first
+            first += len(offs)
+            if at_end or (len(status) and status[-1] == E_LENGTH_CRC):  # nothing after it can be framed
+                return
+
+
 def frame_record(payload: bytes) -> bytes:
     """One TFRecord frame around payload."""
     head = len(payload).to_bytes(8, "little")

@@ -35,14 +35,6 @@ def _before(s1, c1, s2, c2):
     return s1 > s2 or (s1 == s2 and c1 < c2)
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _max16(row, c):
-    m = row[c]
-    for t in range(1, 16):
-        m = max(m, row[c + t])
-    return m
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _insert(s, c, m, k, out_c, out_s):
     """Insert (s, c) into the sorted buffer of m <= k entries if it ranks in the top k; returns m."""
@@ -66,41 +58,51 @@ def _insert(s, c, m, k, out_c, out_s):
 def _topk_row(row, k, out_c, out_s, cmax, buf):
     """The k best (score, class) of one row, in rank order (higher score, then lower class id).
 
-    Two passes: the k-th largest of the 16-element chunk maxima is a lower bound of the k-th score
-    (k chunks each hold a value at least that large), so only chunks reaching it are looked at.
+    The row's first 16 g values are cut into g strided groups {j, j + g, j + 2g, ...} (so the group
+    maxima are 15 vectorised elementwise maxima); the k-th largest group maximum is a lower bound of
+    the k-th score (k groups each hold a value at least that large), so only the groups reaching it
+    are looked at. A row with NaN takes the plain scan (NaN compares false with everything).
     """
     n = row.shape[0]
-    nch = n // 16
+    g = n // 16
     m = 0
-    thr = -np.inf
-    if nch >= k:
-        for j in range(nch):
-            cmax[j] = _max16(row, 16 * j)
-        # k-th largest chunk maximum, by a small insertion buffer
-        nb = 0
-        for j in range(nch):
-            v = cmax[j]
-            if nb == k and v <= buf[k - 1]:
-                continue
-            i = k - 1 if nb == k else nb
-            if nb < k:
-                nb += 1
-            while i > 0 and v > buf[i - 1]:
-                buf[i] = buf[i - 1]
-                i -= 1
-            buf[i] = v
-        thr = buf[k - 1]
-        for j in range(nch):
-            if cmax[j] >= thr:
-                for c in range(16 * j, 16 * j + 16):
-                    if row[c] >= thr:
-                        m = _insert(row[c], c, m, k, out_c, out_s)
-        for c in range(16 * nch, n):
-            if row[c] >= thr:
-                m = _insert(row[c], c, m, k, out_c, out_s)
-        if m == k:
+    if g >= k:
+        nan = False
+        for j in range(g):
+            cmax[j] = row[j]
+            nan |= row[j] != row[j]
+        for i in range(1, 16):
+            base = i * g
+            for j in range(g):
+                v = row[base + j]
+                nan |= v != v
+                cmax[j] = v if v > cmax[j] else cmax[j]
+        for c in range(16 * g, n):
+            nan |= row[c] != row[c]
+        if not nan:
+            # k-th largest group maximum, by a small insertion buffer
+            nb = 0
+            for j in range(g):
+                v = cmax[j]
+                if nb == k and v <= buf[k - 1]:
+                    continue
+                i = k - 1 if nb == k else nb
+                if nb < k:
+                    nb += 1
+                while i > 0 and v > buf[i - 1]:
+                    buf[i] = buf[i - 1]
+                    i -= 1
+                buf[i] = v
+            thr = buf[k - 1]
+            for j in range(g):
+                if cmax[j] >= thr:
+                    for c in range(j, 16 * g, g):
+                        if row[c] >= thr:
+                            m = _insert(row[c], c, m, k, out_c, out_s)
+            for c in range(16 * g, n):
+                if row[c] >= thr:
+                    m = _insert(row[c], c, m, k, out_c, out_s)
             return m
-        m = 0  # NaNs defeated the bound: fall back to the plain scan
     for c in range(n):
         m = _insert(row[c], c, m, k, out_c, out_s)
     return m
