@@ -11,16 +11,20 @@ inside our Keras model instead of the reader (the same arithmetic). The batch is
 starter's 8192 (8192 x 300 x 1152 floats would need 11 GB): measured on a 2-core VM, batches of 128
 and 256 videos are the baseline's fastest (4.2-4.5 k segments/s; 64: 3.0 k, 1024: 2.7 k).
 
-Ours: `infer` with ONNX Runtime (CPU here) in the starter's top-k mode (the same work; the two CSVs
-must agree) and in the default all-classes mode (more work: every segment competes in every class).
+Ours: `infer` with ONNX Runtime (CPU here), in a process of its own without TensorFlow (as the CLI
+runs; TensorFlow's idle thread pools in the same process slowed it by ~15%), in the starter's top-k
+mode (the same work; the two CSVs must agree) and in the default all-classes mode (more work: every
+segment competes in every class, and the CSV holds 1000 x segments ids).
 Prints one line per comparison: NAME ours=X baseline=Y ratio=Z (machine).
 Usage: python benchmarks/bench_infer.py [--videos 6000] [--shards 4] [--model FrameLevelLogisticModel]
 """
 import argparse
 import heapq
+import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,6 +123,21 @@ def agreement(a_csv, b_csv):
     return both / max(either, 1)
 
 
+def run_ours(onnx_path, pattern, out_dir, top_k, max_pred, repeat):
+    """Our side, in a process of its own (no TensorFlow loaded, as `yt8m-engine infer` runs): a warm-up
+    run (compiled kernels, page cache), then `repeat` runs per mode; the median run of each mode."""
+    from yt8m_engine.infer import infer
+
+    kw = dict(segment_labels=True, progress=False, top_k=top_k, segment_max_pred=max_pred)
+    infer(onnx_path, pattern, None, **kw)
+    out = {}
+    for mode in ("topk", "all"):
+        runs = [infer(onnx_path, pattern, os.path.join(out_dir, f"ours_{mode}.csv"), segment_mode=mode, **kw)
+                for _ in range(repeat)]
+        out[mode] = sorted(runs, key=lambda st: st.segments / st.wall)[len(runs) // 2].to_dict()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=6000)
@@ -126,10 +145,14 @@ def main():
     ap.add_argument("--model", default="FrameLevelLogisticModel")
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--segment-max-pred", type=int, default=100000)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of ours (the median is reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of ours per mode (the median is reported)")
+    ap.add_argument("--ours", nargs=2, metavar=("MODEL", "PATTERN"), help=argparse.SUPPRESS)  # the child
     args = ap.parse_args()
+    if args.ours:
+        print(json.dumps(run_ours(*args.ours, os.path.dirname(args.ours[0]), args.top_k, args.segment_max_pred,
+                                  args.repeat)))
+        return 0
     from yt8m_engine.export.onnx_export import export
-    from yt8m_engine.infer import infer
     from yt8m_engine.io.reader import resolve_files
     from yt8m_engine.io.synth import synth
     from yt8m_engine.train.config import ModelConfig, TrainConfig
@@ -147,29 +170,26 @@ def main():
                           max_steps=2), echo=lambda s: None)
         onnx_path = os.path.join(tmp, "model.onnx")
         export(train_dir, onnx_path, classes="segment")
-        kw = dict(segment_labels=True, progress=False, top_k=args.top_k, segment_max_pred=args.segment_max_pred)
-        infer(onnx_path, pattern, None, **kw)  # load the compiled kernels, warm the page cache
+        child = subprocess.run([sys.executable, __file__, "--ours", onnx_path, pattern, "--repeat", str(args.repeat),
+                                "--top-k", str(args.top_k), "--segment-max-pred", str(args.segment_max_pred)],
+                               capture_output=True, text=True, check=True)
+        results = json.loads(child.stdout.strip().splitlines()[-1])
 
         t = time.perf_counter()
         n_base = baseline(train_dir, files, os.path.join(tmp, "base.csv"), args.top_k, args.segment_max_pred)
         t_base = time.perf_counter() - t
-        results = {}
-        for mode in ("topk", "all"):
-            runs = [infer(onnx_path, pattern, os.path.join(tmp, f"ours_{mode}.csv"), segment_mode=mode, **kw)
-                    for _ in range(args.repeat)]
-            results[mode] = sorted(runs, key=lambda st: st.segments / st.wall)[len(runs) // 2]
-            assert results[mode].segments == n_base, (results[mode].segments, n_base)
         agree = agreement(os.path.join(tmp, "ours_topk.csv"), os.path.join(tmp, "base.csv"))
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, {results['all'].provider}"
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, {results['all']['provider']}"
         print(f"# {args.model}, {n_base} segments of {args.videos} videos in {len(files)} files, top_k={args.top_k}, "
               f"segment_max_pred={args.segment_max_pred}; baseline {t_base:.1f} s")
         print(f"# top-k mode vs baseline: {agree:.4f} of the (segment, class) pairs agree")
         for mode, st in results.items():
-            ours = st.segments / st.wall
+            assert st["segments"] == n_base, (st["segments"], n_base)
+            ours = st["segments_per_sec"]
             base = n_base / t_base
             print(f"infer_segments_per_s[{args.model},{mode}] ours={ours:.0f} baseline={base:.0f} "
                   f"ratio={ours / base:.1f}x ({machine})")
-            print(f"#   stages (busy s, summed over threads): {st.to_dict()['stage_seconds']}, wall {st.wall:.2f} s")
+            print(f"#   stages (busy s, summed over threads): {st['stage_seconds']}, wall {st['seconds']:.2f} s")
         if agree < 0.99:
             print("# WARNING: the two submissions disagree; the comparison is not like for like")
             return 1

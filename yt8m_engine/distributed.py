@@ -14,6 +14,7 @@ environment) instead of the ~/.ray/auth_token Ray would write.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -36,9 +37,9 @@ class _ShardWorker:
     """A Ray Data actor: one ONNX Runtime session, reused for every shard it is given."""
 
     def __init__(self, model_path: str, num_files: int, opts):
-        from .engine import OnnxModel
+        from .infer import open_model
 
-        self.model = OnnxModel(model_path, opts.providers, threads=opts.intra_threads)
+        self.model = open_model(model_path, opts)
         self.num_files = num_files
         self.opts = opts
 
@@ -100,6 +101,8 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
         remote = {"num_cpus": 0.5 if not gpus else 1}
         if gpus:
             remote["num_gpus"] = 1
+        else:  # several CPU actors share the cores: one worker thread each
+            opts = dataclasses.replace(opts, threads=opts.threads or 1)
         ds = ds.map_batches(_ShardWorker, fn_constructor_args=(model_path, num_files, opts), batch_size=1,
                             compute=ActorPoolStrategy(size=min(workers, n_shards)), batch_format="numpy",
                             **remote)
