@@ -16,7 +16,7 @@ runs; TensorFlow's idle thread pools in the same process slowed it by ~15%), in 
 mode (the same work; the two CSVs must agree) and in the default all-classes mode (more work: every
 segment competes in every class, and the CSV holds 1000 x segments ids).
 Prints one line per comparison: NAME ours=X baseline=Y ratio=Z (machine).
-Usage: python benchmarks/bench_infer.py [--videos 6000] [--shards 4] [--model FrameLevelLogisticModel]
+Usage: python benchmarks/bench_infer.py [--videos 16000] [--shards 8] [--model FrameLevelLogisticModel]
 """
 import argparse
 import heapq
@@ -140,8 +140,8 @@ def run_ours(onnx_path, pattern, out_dir, top_k, max_pred, repeat):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--videos", type=int, default=6000)
-    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--videos", type=int, default=16000)
+    ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--model", default="FrameLevelLogisticModel")
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--segment-max-pred", type=int, default=100000)

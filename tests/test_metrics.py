@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from yt8m_engine.kernels.metrics import VideoMetrics, average_precision, segment_map, topk
+from yt8m_engine.kernels.metrics import VideoMetrics, average_precision, segment_map, topk, topk_serial
 
 
 def ref_ap(scores, labels, numpos=None, n=None):
@@ -159,14 +159,22 @@ def test_segment_map_matches_reference(seed, k):
     assert 15 not in per_class
 
 
-@pytest.mark.parametrize("levels", [3, 50, 0])
-def test_topk_two_pass_path_matches_sort(levels):
-    """Rows long enough for the chunk-maximum bound (>= 16 k classes), with and without ties."""
+@pytest.mark.parametrize("width", [1000, 3862])
+@pytest.mark.parametrize("levels", [3, 50, 4000, 0])
+def test_topk_two_pass_path_matches_sort(levels, width):
+    """Rows long enough for the group-maximum bound (>= 16 k classes), with and without ties (few
+    candidates: ranked by counting; many: by insertion), and a row with NaN (the plain scan); the
+    serial kernel equals the parallel one."""
     rng = np.random.default_rng(levels)
-    p = rng.random((30, 3862)).astype(np.float32)
+    p = rng.random((30, width)).astype(np.float32)
     if levels:
         p = np.floor(p * levels).astype(np.float32)
-    for k in (1, 20, 100):
+    p[7, 3] = np.nan
+    for k in (1, 20, 50):
         cls, sc = topk(p, k)
         for i in range(30):
-            assert cls[i].tolist() == ref_topk(p[i], k)
+            if i != 7:
+                assert cls[i].tolist() == ref_topk(p[i], k)
+        s_cls, s_sc = topk_serial(p, k)
+        np.testing.assert_array_equal(s_cls, cls)
+        np.testing.assert_array_equal(s_sc, sc)

@@ -210,7 +210,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
         # 2.5x faster than 8192)
         batch_size = (8192 if model.on_gpu else 64) if segment_labels else 256
     chunk = opts.chunk or (256 if model.on_gpu else 64)  # videos a worker takes at a time
-    block_bytes = 32 << 20  # bytes read at a time (whole records)
+    block_bytes = 16 << 20  # bytes read at a time (whole records)
     lock = threading.Lock()
     q_chunks: queue.Queue = queue.Queue(maxsize=4 * workers)
     errors: list[BaseException] = []

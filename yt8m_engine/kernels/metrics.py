@@ -55,17 +55,17 @@ def _insert(s, c, m, k, out_c, out_s):
 
 
 @njit(cache=True, nogil=True)
-def _topk_row(row, k, out_c, out_s, cmax, buf):
+def _topk_row(row, k, out_c, out_s, cmax, cand_s, cand_c):
     """The k best (score, class) of one row, in rank order (higher score, then lower class id).
 
     The row's first 16 g values are cut into g strided groups {j, j + g, j + 2g, ...} (so the group
     maxima are 15 vectorised elementwise maxima); the k-th largest group maximum is a lower bound of
-    the k-th score (k groups each hold a value at least that large), so only the groups reaching it
-    are looked at. A row with NaN takes the plain scan (NaN compares false with everything).
+    the k-th score (k groups each hold a value at least that large), so only the values reaching it
+    are candidates, and a few dozen candidates are ranked by counting (branch-free, no sorting).
+    A row with NaN takes the plain scan (NaN compares false with everything).
     """
     n = row.shape[0]
     g = n // 16
-    m = 0
     if g >= k:
         nan = False
         for j in range(g):
@@ -80,29 +80,41 @@ def _topk_row(row, k, out_c, out_s, cmax, buf):
         for c in range(16 * g, n):
             nan |= row[c] != row[c]
         if not nan:
-            # k-th largest group maximum, by a small insertion buffer
-            nb = 0
-            for j in range(g):
-                v = cmax[j]
-                if nb == k and v <= buf[k - 1]:
-                    continue
-                i = k - 1 if nb == k else nb
-                if nb < k:
-                    nb += 1
-                while i > 0 and v > buf[i - 1]:
-                    buf[i] = buf[i - 1]
-                    i -= 1
-                buf[i] = v
-            thr = buf[k - 1]
+            # the k-th largest group maximum: the largest with at least k maxima >= it
+            thr = -np.inf
+            for i in range(g):
+                vi = cmax[i]
+                cnt = 0
+                for j in range(g):
+                    cnt += cmax[j] >= vi
+                thr = vi if (cnt >= k and vi > thr) else thr
+            m = 0
             for j in range(g):
                 if cmax[j] >= thr:
                     for c in range(j, 16 * g, g):
-                        if row[c] >= thr:
-                            m = _insert(row[c], c, m, k, out_c, out_s)
+                        cand_s[m] = row[c]
+                        cand_c[m] = c
+                        m += row[c] >= thr
             for c in range(16 * g, n):
-                if row[c] >= thr:
-                    m = _insert(row[c], c, m, k, out_c, out_s)
-            return m
+                cand_s[m] = row[c]
+                cand_c[m] = c
+                m += row[c] >= thr
+            if m <= 64:  # each candidate's rank is the number of candidates before it
+                for i in range(m):
+                    si = cand_s[i]
+                    ci = cand_c[i]
+                    r = 0
+                    for j in range(m):
+                        r += (cand_s[j] > si) | ((cand_s[j] == si) & (cand_c[j] < ci))
+                    if r < k:
+                        out_s[r] = si
+                        out_c[r] = ci
+                return min(m, k)
+            r = 0  # many ties at the bound: insertion into the sorted top k
+            for i in range(m):
+                r = _insert(cand_s[i], cand_c[i], r, k, out_c, out_s)
+            return r
+    m = 0
     for c in range(n):
         m = _insert(row[c], c, m, k, out_c, out_s)
     return m
@@ -111,9 +123,10 @@ def _topk_row(row, k, out_c, out_s, cmax, buf):
 @njit(cache=True, nogil=True)
 def _topk_rows(preds, k, cls, sc, a, b):
     cmax = np.empty(preds.shape[1] // 16 + 1, preds.dtype)
-    buf = np.empty(k, preds.dtype)
+    cand_s = np.empty(preds.shape[1] + 1, preds.dtype)
+    cand_c = np.empty(preds.shape[1] + 1, np.int32)
     for i in range(a, b):
-        _topk_row(preds[i], k, cls[i], sc[i], cmax, buf)
+        _topk_row(preds[i], k, cls[i], sc[i], cmax, cand_s, cand_c)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -169,21 +182,22 @@ def batch_stats(preds, lab_off, labels, k):
     nblk = (n + 255) // 256
     for blk in prange(nblk):
         cmax = np.empty(nc // 16 + 1, preds.dtype)
-        buf = np.empty(mm, preds.dtype)
+        cand_s = np.empty(nc + 1, preds.dtype)
+        cand_c = np.empty(nc + 1, np.int32)
         cbuf = np.empty(mm, np.int32)
         sbuf = np.empty(mm, preds.dtype)
         for i in range(blk * 256, min(n, blk * 256 + 256)):
             _row_stats(preds[i], labels, lab_off[i], lab_off[i + 1], kk, i, top_cls, top_sc, top_pos, hit, perr,
-                       cbuf, sbuf, cmax, buf)
+                       cbuf, sbuf, cmax, cand_s, cand_c)
     return top_cls, top_sc, top_pos, hit, perr
 
 
 @njit(cache=True, nogil=True)
-def _row_stats(row, labels, a, b, kk, i, top_cls, top_sc, top_pos, hit, perr, cbuf, sbuf, cmax, buf):
+def _row_stats(row, labels, a, b, kk, i, top_cls, top_sc, top_pos, hit, perr, cbuf, sbuf, cmax, cand_s, cand_c):
     nc = row.shape[0]
     nl = b - a
     m = max(kk, min(nl, nc))
-    _topk_row(row, m, cbuf, sbuf, cmax, buf)
+    _topk_row(row, m, cbuf, sbuf, cmax, cand_s, cand_c)
     for j in range(kk):
         top_cls[i, j] = cbuf[j]
         top_sc[i, j] = sbuf[j]
