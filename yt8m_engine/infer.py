@@ -189,8 +189,9 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     records; `opts.threads` worker threads each take a chunk and carry it through parse (+ segment
     layout), the model and ranking, then take the next. Each stage releases the GIL (Numba nogil
     kernels, ONNX Runtime), so the workers keep every core busy with no hand-off between stages, and
-    a chunk's frames are still in cache when the model reads them. The shared top-N is updated under
-    a lock (its update is short and never depends on the order of chunks).
+    a chunk's frames are still in cache when the model reads them. The shared top-N takes updates
+    from several workers at once (class stripes under locks of their own); its result never depends
+    on the order of chunks.
     """
     t_wall = time.perf_counter()
     workers = _workers(opts)
@@ -309,9 +310,9 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
                 if segment_labels:
                     keys = segment_keys(fidx, b.record_index[seg_video], seg_start)
                     top = topk_serial(preds, min(top_k, preds.shape[1]))[0] if starter_mode else None
+                    ranker.push(preds, keys, top)  # thread-safe (locks of its own)
                     with lock:
                         ids.add(fidx, b.record_index, b.ids)
-                        ranker.push(preds, keys, top)
                 else:
                     c, sc = topk_serial(preds, min(top_k, preds.shape[1]))
                     lines = video_csv_lines(b.ids, info.class_ids[c], sc)

@@ -11,6 +11,8 @@ stable across runs and shards (the file index is taken in the sorted list of all
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit, prange
 
@@ -74,28 +76,24 @@ def _append(bs, bk, cnt, thr, j, v, k, n):
     cnt[j] = c + 1
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def push_all(scores, keys, bs, bk, cnt, thr, n, nthreads):
-    """Offer every (segment, class) score: scores [S, J], keys [S]; state bs/bk [J, B], cnt/thr [J]."""
-    nseg, ncls = scores.shape
-    per = (ncls + nthreads - 1) // nthreads
-    for t in prange(nthreads):
-        j0 = t * per
-        j1 = min(ncls, j0 + per)
-        for s in range(nseg):
-            k = keys[s]
-            for j in range(j0, j1):
-                v = scores[s, j]
-                if not v >= thr[j]:  # one comparison for most scores once the class is full
+@njit(cache=True, nogil=True)
+def push_all(scores, keys, bs, bk, cnt, thr, n, j0, j1):
+    """Offer every (segment, class) score of classes j0..j1-1: scores [S, J], keys [S]; state bs/bk
+    [J, B], cnt/thr [J]."""
+    for s in range(scores.shape[0]):
+        k = keys[s]
+        for j in range(j0, j1):
+            v = scores[s, j]
+            if not v >= thr[j]:  # one comparison for most scores once the class is full
+                continue
+            if cnt[j] == bs.shape[1]:  # (written out here: through an inlined helper, 2x slower)
+                _make_room(bs, bk, cnt, thr, j, n)
+                if v < thr[j]:
                     continue
-                if cnt[j] == bs.shape[1]:  # (written out here: through an inlined helper, 2x slower)
-                    _make_room(bs, bk, cnt, thr, j, n)
-                    if v < thr[j]:
-                        continue
-                c = cnt[j]
-                bs[j, c] = v
-                bk[j, c] = k
-                cnt[j] = c + 1
+            c = cnt[j]
+            bs[j, c] = v
+            bk[j, c] = k
+            cnt[j] = c + 1
 
 
 @njit(cache=True, nogil=True)
@@ -204,28 +202,49 @@ def _lazy_empty(shape: tuple[int, int], dtype) -> np.ndarray:
 
 
 class TopN:
-    """Per-class streaming top-N over J classes."""
+    """Per-class streaming top-N over J classes; `push` may be called from several threads at once.
 
-    def __init__(self, num_classes: int, n: int, threads: int | None = None):
-        from numba import get_num_threads
+    The classes are cut into stripes, each with its own lock: threads offering every score (the
+    all-classes mode) work on different stripes at the same time, each taking the free stripes first.
+    """
 
+    def __init__(self, num_classes: int, n: int, stripes: int = 16):
         self.n = int(n)
         cap = self.n + max(self.n // 4, 1024)
         self.bs = _lazy_empty((num_classes, cap), np.float32)
         self.bk = _lazy_empty((num_classes, cap), np.int64)
         self.cnt = np.zeros(num_classes, np.int64)
         self.thr = np.full(num_classes, -np.inf, np.float32)
-        self.threads = threads or get_num_threads()
+        bounds = np.linspace(0, num_classes, max(1, min(stripes, num_classes)) + 1).astype(int)
+        self._stripes = [(int(a), int(b), threading.Lock()) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
     def push(self, scores: np.ndarray, keys: np.ndarray, top_cls: np.ndarray | None = None) -> None:
         """Offer segments (scores [S, J], keys [S]) to every class, or with top_cls [S, k] (each row's
-        top-k columns, the starter's mode) only to those. Not thread-safe: one caller at a time."""
+        top-k columns, the starter's mode) only to those."""
         scores = np.ascontiguousarray(scores, np.float32)
         keys = np.ascontiguousarray(keys, np.int64)
-        if top_cls is None:
-            push_all(scores, keys, self.bs, self.bk, self.cnt, self.thr, self.n, self.threads)
-        else:
-            push_topk(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
+        if top_cls is not None:  # any class may be touched: all stripes, in order
+            for _, _, lock in self._stripes:
+                lock.acquire()
+            try:
+                push_topk(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
+            finally:
+                for _, _, lock in self._stripes:
+                    lock.release()
+            return
+        todo = list(self._stripes)
+        while todo:
+            for i, (j0, j1, lock) in enumerate(todo):  # a free stripe if there is one
+                if lock.acquire(blocking=False):
+                    break
+            else:
+                i, (j0, j1, lock) = 0, todo[0]
+                lock.acquire()
+            try:
+                push_all(scores, keys, self.bs, self.bk, self.cnt, self.thr, self.n, j0, j1)
+            finally:
+                lock.release()
+            todo.pop(i)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores [J, M], keys [J, M], counts [J]), each class's row in rank order, zeros past its
