@@ -81,3 +81,29 @@ def test_segment_csv_array():
                      [segment_keys(0, np.array([0]), np.array([295]))[0], 0]], np.int64)
     out = segment_csv_array(np.array([7, 3]), keys, np.array([2, 1]), ids).tobytes().decode()
     assert out == "Class,Segments\n3,aa:295\n7,bb:5 cc:0\n"
+
+
+@pytest.mark.parametrize("starter_mode", [False, True])
+def test_topn_pushes_from_several_threads_equal_one_thread(starter_mode):
+    import threading
+
+    rng = np.random.default_rng(4)
+    scores = np.floor(rng.random((4000, 50)) * 20).astype(np.float32)  # ties: the key decides
+    keys = rng.permutation(10 ** 6)[:4000].astype(np.int64)
+    top = topk(scores, 3)[0] if starter_mode else None
+
+    def part(a, b):
+        return scores[a:b], keys[a:b], None if top is None else top[a:b]
+
+    one = TopN(50, 120, stripes=4)
+    for a in range(0, 4000, 100):
+        one.push(*part(a, a + 100))
+    many = TopN(50, 120, stripes=4)
+    threads = [threading.Thread(target=lambda t=t: [many.push(*part(a, a + 100)) for a in range(t * 100, 4000, 400)])
+               for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, y in zip(one.result(), many.result()):
+        np.testing.assert_array_equal(x, y)
