@@ -1,12 +1,13 @@
 """`yt8m-engine infer`: TFRecords -> ONNX Runtime -> Kaggle CSV, with overlapped stages.
 
-    reader thread (whole files, framing + CRCs) -> chunks of records
+    reader thread (16 MB blocks of whole records in reused buffers, framing + CRCs) -> chunks
         -> worker threads, each: Numba parse straight into 5-frame segment layout -> ONNX Runtime
-           (io binding on CUDA) -> ranking (Numba streaming per-class top-N, or per-video top-k)
+           (io binding) -> ranking (Numba streaming per-class top-N, or per-video top-k)
 
-Every stage releases the GIL, so the workers overlap on all cores. Output is written atomically; the order of everything written is
-total (segment keys, file order), so the same inputs give a byte-identical CSV, and `--shard i/n`
-partial rankings merged by `yt8m-engine merge` equal a single run.
+Every stage releases the GIL, so the workers overlap on all cores. Output is written atomically; the
+order of everything written is total (segment keys, file order), so the same inputs give a
+byte-identical CSV whatever the threads and chunks, and `--shard i/n` partial rankings merged by
+`yt8m-engine merge` equal a single run.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class _Stopped(Exception):
 
 
 class _Loan:
-    """A file buffer lent to the chunks of one file; back to the free list when every chunk is parsed."""
+    """A read buffer lent to the chunks of one block; back to the free list when every chunk is parsed."""
 
     def __init__(self, buf, chunks: int, free: queue.Queue):
         self.buf, self.left, self.free = buf, chunks, free
@@ -127,7 +128,7 @@ class Options:
     chunk: int | None = None    # videos per worker task (None: 64 on a CPU, 256 on a GPU)
     providers: str = "auto"
     intra_threads: int | None = None
-    io_binding: bool | None = None  # None: on the GPU only
+    io_binding: bool | None = None  # None: on the GPU, and to write into the workers' buffers
 
     def validate(self) -> "Options":
         if self.segment_mode not in ("all", "topk"):
@@ -185,8 +186,8 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
               progress: bool = False) -> tuple[Stats, Partial]:
     """The pipeline over the given (file index, path) pairs; model: a path or an OnnxModel.
 
-    One reader thread reads whole files and checks their framing (CRCs), then hands out chunks of
-    records; `opts.threads` worker threads each take a chunk and carry it through parse (+ segment
+    One reader thread reads the files in blocks of whole records and checks their framing (CRCs),
+    then hands out chunks of records; `opts.threads` worker threads each take a chunk and carry it through parse (+ segment
     layout), the model and ranking, then take the next. Each stage releases the GIL (Numba nogil
     kernels, ONNX Runtime), so the workers keep every core busy with no hand-off between stages, and
     a chunk's frames are still in cache when the model reads them. The shared top-N takes updates
@@ -220,7 +221,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     ranker = TopN(len(seg_ids), opts.segment_max_pred) if segment_labels else None
     starter_mode = opts.segment_mode == "topk"
     video_lines: dict[int, list[tuple[int, str]]] = {}  # file -> (first record, CSV lines) per chunk
-    framer = Reader(info.spec, skip_corrupt=opts.skip_corrupt)  # framing problems of whole files
+    framer = Reader(info.spec, skip_corrupt=opts.skip_corrupt)  # reports empty files
 
     def add(key: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -297,7 +298,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
                 try:
                     b = reader.parse_records(buf, offs, lens, status, path, first, store)
                 finally:
-                    loan.release()  # the chunk's bytes are copied out: the file buffer may be reused
+                    loan.release()  # the chunk's bytes are copied out: the read buffer may be reused
                 seg = b.segments() if segment_labels else None
                 t0 = add("parse", t0)
                 if segment_labels:

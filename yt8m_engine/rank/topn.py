@@ -62,51 +62,19 @@ def _make_room(bs, bk, cnt, thr, j, n):
     cnt[j], thr[j] = _compact(bs[j], bk[j], cnt[j], n)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _append(bs, bk, cnt, thr, j, v, k, n):
-    """Append (v, k) to class j's row (v has passed the class's threshold); a full row is compacted
-    first."""
-    if cnt[j] == bs.shape[1]:
-        _make_room(bs, bk, cnt, thr, j, n)
-        if v < thr[j]:
-            return
-    c = cnt[j]
-    bs[j, c] = v
-    bk[j, c] = k
-    cnt[j] = c + 1
-
-
 @njit(cache=True, nogil=True)
-def push_all(scores, keys, bs, bk, cnt, thr, n, j0, j1):
-    """Offer every (segment, class) score of classes j0..j1-1: scores [S, J], keys [S]; state bs/bk
-    [J, B], cnt/thr [J]."""
+def push(scores, keys, classes, bs, bk, cnt, thr, n):
+    """Offer each segment (scores [S, J], keys [S]) to the classes of its row of `classes` [S, m]
+    (its own top-k in the starter's mode; a stripe of classes, broadcast, in the all-classes mode);
+    state bs/bk [J, B], cnt/thr [J]. A score below its class's threshold (or NaN) costs one comparison."""
     for s in range(scores.shape[0]):
         k = keys[s]
-        for j in range(j0, j1):
+        for i in range(classes.shape[1]):
+            j = classes[s, i]
             v = scores[s, j]
-            if not v >= thr[j]:  # one comparison for most scores once the class is full
+            if not v >= thr[j]:
                 continue
-            if cnt[j] == bs.shape[1]:  # (written out here: through an inlined helper, 2x slower)
-                _make_room(bs, bk, cnt, thr, j, n)
-                if v < thr[j]:
-                    continue
-            c = cnt[j]
-            bs[j, c] = v
-            bk[j, c] = k
-            cnt[j] = c + 1
-
-
-@njit(cache=True, nogil=True)
-def push_topk(scores, keys, top_cls, bs, bk, cnt, thr, n):
-    """The starter's mode: each segment enters only the classes of its own top-k (top_cls [S, k])."""
-    for s in range(scores.shape[0]):
-        k = keys[s]
-        for i in range(top_cls.shape[1]):
-            j = top_cls[s, i]
-            v = scores[s, j]
-            if v < thr[j]:
-                continue
-            if cnt[j] == bs.shape[1]:  # (written out here: through an inlined helper, 2x slower)
+            if cnt[j] == bs.shape[1]:  # the append is written out: through an inlined helper, 2x slower
                 _make_room(bs, bk, cnt, thr, j, n)
                 if v < thr[j]:
                     continue
@@ -227,7 +195,7 @@ class TopN:
             for _, _, lock in self._stripes:
                 lock.acquire()
             try:
-                push_topk(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
+                push(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
             finally:
                 for _, _, lock in self._stripes:
                     lock.release()
@@ -241,7 +209,8 @@ class TopN:
                 i, (j0, j1, lock) = 0, todo[0]
                 lock.acquire()
             try:
-                push_all(scores, keys, self.bs, self.bk, self.cnt, self.thr, self.n, j0, j1)
+                stripe = np.broadcast_to(np.arange(j0, j1, dtype=np.int32), (scores.shape[0], j1 - j0))
+                push(scores, keys, stripe, self.bs, self.bk, self.cnt, self.thr, self.n)
             finally:
                 lock.release()
             todo.pop(i)
@@ -261,17 +230,8 @@ def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: in
     for s, k, c in parts:
         for j in range(num_classes):
             m = int(c[j])
-            if m:
-                _offer_class(t, j, s[j, :m], k[j, :m])
+            if m:  # class j's entries as m "segments" whose every column is the entry's score
+                scores = np.broadcast_to(np.asarray(s[j, :m], np.float32)[:, None], (m, num_classes))
+                cls = np.broadcast_to(np.array([[j]], np.int32), (m, 1))
+                push(scores, np.ascontiguousarray(k[j, :m], np.int64), cls, t.bs, t.bk, t.cnt, t.thr, t.n)
     return t.result()
-
-
-def _offer_class(t: TopN, j: int, s: np.ndarray, k: np.ndarray) -> None:
-    _push_class(s.astype(np.float32), k.astype(np.int64), t.bs, t.bk, t.cnt, t.thr, j, t.n)
-
-
-@njit(cache=True, nogil=True)
-def _push_class(s, k, bs, bk, cnt, thr, j, n):
-    for i in range(s.shape[0]):
-        if not s[i] < thr[j]:
-            _append(bs, bk, cnt, thr, j, s[i], k[i], n)
