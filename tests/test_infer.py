@@ -251,3 +251,20 @@ def test_corrupt_record_named_or_skipped(trained_flm, tmp_path):
     lines = (tmp_path / "x.csv").read_text().splitlines()[1:]
     ids = {s for ln in lines for s in ln.split(",")[1].split()}
     assert ids == {"v0:0", "v0:5", "v0:10", "v2:0", "v3:0", "v3:5", "v3:10"}
+
+
+def test_cli_infer_threads_benchmark_and_file_permissions(trained_flm, learn_dir, tmp_path):
+    """The CLI with the starter's --num_readers spelling; the CSV gets a plain file's permissions and
+    no temporary file is left beside it."""
+    _, onnx_path, _ = trained_flm
+    out = tmp_path / "sub.csv"
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "infer", "--model", onnx_path,
+                        "--input_data_pattern", f"{learn_dir}/3/frame/test*", "--segment_labels",
+                        "--num_readers", "2", "--benchmark", "--output_file", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "segments/s" in r.stdout and "CPUExecutionProvider" in r.stdout and "infer" in r.stdout
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]

@@ -190,8 +190,13 @@ def frame_record(payload: bytes) -> bytes:
     return b"".join((head, masked_crc(head).to_bytes(4, "little"), payload, masked_crc(payload).to_bytes(4, "little")))
 
 
+_UMASK = os.umask(0)  # read once, at import (os.umask only reads by also setting)
+os.umask(_UMASK)
+
+
 class AtomicWriter:
-    """Write a file under a temporary name in the target folder; rename into place on success only."""
+    """Write a file under a temporary name in the target folder; rename into place on success only.
+    The file gets the permissions a plain open() would give it (mkstemp's are owner-only)."""
 
     def __init__(self, path: str, mode: str = "wb"):
         self.path = path
@@ -204,6 +209,7 @@ class AtomicWriter:
         try:
             os.makedirs(folder, exist_ok=True)
             fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
+            os.chmod(self._tmp, 0o666 & ~_UMASK)
         except OSError as e:
             raise Yt8mError(f"{self.path}: cannot write ({e.strerror or e})") from None
         self._f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8", "newline": ""}))
