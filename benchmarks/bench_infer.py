@@ -50,14 +50,22 @@ def starter_segments(video, num_frames, size=5):
     return frames, seg_nf, seg_video, seg_start
 
 
-def baseline(train_dir, files, out_csv, top_k, max_pred, batch_size=256, max_frames=300):
+def load_baseline_model(train_dir):
+    """The Keras model, loaded and traced before the clock starts (our side gets a warm-up run too)."""
+    from yt8m_engine.train.trainer import KerasPredictor
+
+    pred = KerasPredictor(train_dir)
+    for n in (7, 300, 4000):  # a few batch sizes: later sizes reuse the relaxed trace
+        pred.predict_frames(np.zeros((n, 5, 1152), np.float32), np.full(n, 5, np.int32))
+    return pred
+
+
+def baseline(pred, files, out_csv, top_k, max_pred, batch_size=256, max_frames=300):
     """The starter's inference.py --segment_labels (see the module docstring). Returns segments."""
     import tensorflow as tf
 
     from yt8m_engine import format as fmt
-    from yt8m_engine.train.trainer import KerasPredictor
 
-    pred = KerasPredictor(train_dir)
     mask = np.zeros(fmt.NUM_CLASSES, np.float32)
     mask[np.asarray(fmt.segment_class_ids())] = 1.0
     ctx = {"id": tf.io.FixedLenFeature([], tf.string)}
@@ -175,8 +183,9 @@ def main():
                                capture_output=True, text=True, check=True)
         results = json.loads(child.stdout.strip().splitlines()[-1])
 
+        pred = load_baseline_model(train_dir)
         t = time.perf_counter()
-        n_base = baseline(train_dir, files, os.path.join(tmp, "base.csv"), args.top_k, args.segment_max_pred)
+        n_base = baseline(pred, files, os.path.join(tmp, "base.csv"), args.top_k, args.segment_max_pred)
         t_base = time.perf_counter() - t
         agree = agreement(os.path.join(tmp, "ours_topk.csv"), os.path.join(tmp, "base.csv"))
         machine = f"{platform.machine()}, {os.cpu_count()} cores, {results['all']['provider']}"
