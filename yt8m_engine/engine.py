@@ -1,9 +1,10 @@
 """ONNX Runtime sessions: providers, metadata, io binding. No TensorFlow here.
 
-On CUDA, inputs are bound as uint8 host arrays (copied once to the device, 4x fewer bytes than
-float32) and the output is bound to a device buffer that is reused across calls of the same batch
-size; only the output columns that are needed are copied back. Several threads may call one model at
-once (ONNX Runtime's Run is thread-safe): each thread has its own binding and output buffer.
+With io binding, inputs are bound as uint8 host arrays (on CUDA copied once to the device, 4x fewer
+bytes than float32) and the output either to the caller's host buffer (ONNX Runtime writes, or on
+CUDA copies, the predictions straight into it: what `infer` does) or to a device buffer reused across
+calls of the same batch size. Exports for segments carry only the needed output columns. Several
+threads may call one model at once (ONNX Runtime's Run is thread-safe): each has its own binding.
 """
 from __future__ import annotations
 
