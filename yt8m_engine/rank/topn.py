@@ -21,11 +21,6 @@ def segment_keys(file_index: int, record: np.ndarray, start: np.ndarray) -> np.n
     return (np.int64(file_index) << np.int64(40)) | (record.astype(np.int64) << np.int64(16)) | start.astype(np.int64)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _better(s1, k1, s2, k2):
-    return s1 > s2 or (s1 == s2 and k1 < k2)
-
-
 @njit(cache=True, nogil=True)
 def _compact(bs, bk, cnt, n):
     """Keep the n best of bs[:cnt], bk[:cnt] in place; returns (new count, threshold score)."""
