@@ -76,7 +76,8 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
         sm = VideoMetrics(seg_ids.size, top_k=top_k)
         ranker = TopN(seg_ids.size, top_n)
         rated_keys, rated_cols, rated_labels = [], [], []
-    reader = Reader(info.spec, segments=segment_labels, skip_corrupt=skip_corrupt)
+    reader = Reader(info.spec, segments=segment_labels, skip_corrupt=skip_corrupt,
+                    pad_frames=fmt.SEGMENT_SIZE if segment_labels else 1)  # segments without a copy
     for fidx, path in enumerate(files):
         for b in reader.read_file(path, batch_size=512):
             preds = predict_videos(pred, b, batch_size)
