@@ -268,3 +268,20 @@ def test_cli_infer_threads_benchmark_and_file_permissions(trained_flm, learn_dir
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]
+
+
+def test_video_batches_by_length_keep_each_video_its_own_prediction(trained_flm, learn_dir, tmp_path):
+    """Frame-level videos are batched by length: every video still gets the prediction it gets alone."""
+    from yt8m_engine.engine import OnnxModel, predict_videos
+    from yt8m_engine.export.onnx_export import export
+
+    train_dir, _, _ = trained_flm
+    full = str(tmp_path / "full.onnx")
+    export(train_dir, full)
+    model = OnnxModel(full, "cpu")
+    b = read_all(f"{learn_dir}/2/frame/validate*")
+    batched = predict_videos(model, b, 7)
+    for i in range(0, len(b), 37):
+        alone = model.predict_frames(*b.padded_frames(np.array([i])))
+        np.testing.assert_allclose(batched[i], alone[0], rtol=1e-5, atol=1e-6)
+    assert len(set(b.num_frames[:50].tolist())) > 5  # lengths really differ

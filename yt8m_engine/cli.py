@@ -245,7 +245,7 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
 @opt("segment-label-ids-file", default=None, help="default: the packaged 1000 segment classes")
 @opt("segment-mode", type=click.Choice(["all", "topk"]), default="all", show_default=True,
      help="all: every segment competes in every class; topk: only in its top-k classes (the starter)")
-@opt("batch-size", type=int, default=None, help="model batch (default: segments 8192 on GPU, 64 on CPU; videos 256)")
+@opt("batch-size", type=int, default=None, help="model batch (default: segments 8192 on GPU, 64 on CPU; videos 256 on GPU, 16 on CPU)")
 @opt("providers", default="auto", show_default=True, help="auto, or a list of cuda, tensorrt, cpu")
 @click.option("--threads", "--num_readers", "threads", type=int, default=None,
               help="worker threads (each parses, runs the model on and ranks its chunks); default: one per core")

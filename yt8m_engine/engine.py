@@ -180,14 +180,17 @@ class OnnxModel:
 
 def predict_videos(model, b, batch_size: int) -> np.ndarray:
     """Predictions for the videos of a reader Batch, batch_size at a time (an OnnxModel, or any
-    object with the same predict_frames / predict_features / info)."""
-    out = []
+    object with the same predict_frames / predict_features / info). Frame-level batches take videos
+    of similar length together (by num_frames), so little of a batch is padding."""
+    out = np.zeros((len(b), model.info.class_ids.size), np.float32)
+    order = np.argsort(b.num_frames, kind="stable") if model.info.frame_features else np.arange(len(b))
     for a in range(0, len(b), batch_size):
+        rows = order[a:a + batch_size]
         if model.info.frame_features:
-            out.append(model.predict_frames(*b.padded_frames(a, a + batch_size)))
+            out[rows] = model.predict_frames(*b.padded_frames(rows))
         else:
-            out.append(model.predict_features(b.features[a:a + batch_size]))
-    return np.concatenate(out) if out else np.zeros((0, model.info.class_ids.size), np.float32)
+            out[rows] = model.predict_features(b.features[rows])
+    return out
 
 
 def predict_segments(model, frames: np.ndarray, num_frames: np.ndarray, batch_size: int,

@@ -110,19 +110,18 @@ class Batch:
             return (self.frames.reshape(-1, size, self.frames.shape[1]),) + segment_index(self.num_frames, size)
         return cut_segments(self.frames, self.frame_offsets, self.num_frames, size)
 
-    def padded_frames(self, start: int = 0, stop: int | None = None, max_frames: int | None = None):
-        """(frames uint8 [n, T, D] zero padded, num_frames [n]) of videos start:stop; T = the longest
-        of them, or max_frames (longer videos are cut)."""
+    def padded_frames(self, rows: np.ndarray | None = None, max_frames: int | None = None):
+        """(frames uint8 [n, T, D] zero padded, num_frames [n]) of the videos `rows` (default: all), in
+        that order; T = the longest of them, or max_frames (longer videos are cut)."""
         from ..kernels.segments import cut_segments
 
-        stop = len(self) if stop is None else min(stop, len(self))
-        nf = self.num_frames[start:stop]
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, np.int64)
+        nf = self.num_frames[rows]
         if max_frames is not None:
             nf = np.minimum(nf, max_frames)
         t = max(1, int(nf.max(initial=0))) if max_frames is None else max(1, int(max_frames))
-        off = self.frame_offsets[start:stop + 1] - self.frame_offsets[start]
         # one "segment" of length T per video: the Numba cutter pads
-        frames = cut_segments(self.frames[self.frame_offsets[start]:self.frame_offsets[stop]], off, nf, size=t)[0]
+        frames = cut_segments(self.frames, self.frame_offsets[rows], nf, size=t)[0]
         if frames.shape[0] != nf.size:  # videos without frames: one empty row each
             out = np.zeros((nf.size, t, self.frames.shape[1]), np.uint8)
             out[nf > 0] = frames
