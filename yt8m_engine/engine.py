@@ -92,8 +92,9 @@ class OnnxModel:
     """An exported model under ONNX Runtime."""
 
     def __init__(self, path: str, providers: str = "auto", threads: int | None = None,
-                 io_binding: bool | None = None):
-        """threads: ONNX Runtime's intra-op threads (1: each call runs on its caller's thread only)."""
+                 io_binding: bool | None = None, spin: bool = True):
+        """threads: ONNX Runtime's intra-op threads (1: each call runs on its caller's thread only);
+        spin=False: idle pool threads sleep instead of spinning (when other threads need the cores)."""
         import onnxruntime as ort
 
         if not os.path.isfile(path):
@@ -103,8 +104,8 @@ class OnnxModel:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        # idle pool threads sleep instead of spinning: the reader and ranking share the cores
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(path, sess_options=opts, providers=choose_providers(providers))

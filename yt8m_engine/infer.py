@@ -179,7 +179,8 @@ def open_model(path: str, opts: Options) -> OnnxModel:
     intra = opts.intra_threads
     if intra is None and "cuda" not in opts.providers and "tensorrt" not in opts.providers:
         intra = max(1, (os.cpu_count() or 1) // _workers(opts))
-    return OnnxModel(path, opts.providers, threads=intra, io_binding=opts.io_binding)
+    # spin=False: ORT's own pool (CPU fallback ops on a GPU) must not spin on the workers' cores
+    return OnnxModel(path, opts.providers, threads=intra, io_binding=opts.io_binding, spin=False)
 
 
 def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
