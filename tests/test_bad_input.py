@@ -1,4 +1,5 @@
 """Every kind of bad input gives one clear error naming the file, the record and the problem."""
+import os
 import subprocess
 import sys
 
@@ -159,7 +160,7 @@ def test_writer_rejects_bad_values(tmp_path):
 def framing(path, block=None):
     """(record index, status, payload bytes or None for broken framing) of a whole file, or of the
     blocks `record_blocks` reads it in (one reused buffer, as infer reuses its buffers)."""
-    from yt8m_engine.io.tfrecord import OK, E_PAYLOAD_CRC, record_blocks, scan_records
+    from yt8m_engine.io.tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, OK, record_blocks, scan_records
 
     def entry(buf, off, ln, st):
         return (int(st), bytes(buf[off:off + ln]) if st in (OK, E_PAYLOAD_CRC) else None)
@@ -175,8 +176,12 @@ def framing(path, block=None):
         return store[0]
 
     out = []
-    for buf, offs, lens, status, first in record_blocks(path, take, block):
+    read = 0
+    for buf, offs, lens, status, first, fresh in record_blocks(path, take, block):
         out += [(first + i,) + entry(buf, o, n, s) for i, (o, n, s) in enumerate(zip(offs, lens, status))]
+        read += fresh
+    # every byte read once, whatever is carried between blocks (nothing past an untrustworthy length)
+    assert read == os.path.getsize(path) or out[-1][1] == E_LENGTH_CRC
     return out
 
 

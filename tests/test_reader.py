@@ -198,12 +198,19 @@ def test_non_canonical_frames_read_like_tensorflow_and_segment_layout(tmp_path):
 
 
 def test_reused_frame_buffer_gives_the_same_batches(synth_dir):
+    """infer's workers parse chunk after chunk into one frame buffer (store): the same batches."""
+    from yt8m_engine.io.tfrecord import scan_records
+
     path = sorted(glob.glob(f"{synth_dir}/3/frame/validate*"))[0]
-    r = Reader()
+    r = Reader(pad_frames=5)
     buf = np.fromfile(path, np.uint8)
-    fresh = [(b.ids, b.frames.copy()) for b in r.parse_buffer(buf, path, 5)]
-    reused = [(b.ids, b.frames.copy()) for b in r.parse_buffer(buf, path, 5, reuse_frames=True)]
-    assert len(fresh) == len(reused) > 2
-    for (ia, fa), (ib, fb) in zip(fresh, reused):
-        assert ia == ib
-        np.testing.assert_array_equal(fa, fb)
+    offs, lens, status = scan_records(buf)
+    store: list = []
+    chunks = [slice(a, a + 5) for a in range(0, len(offs), 5)]
+    fresh = [r.parse_records(buf, offs[c], lens[c], status[c], path, c.start) for c in chunks]
+    assert len(fresh) > 2
+    for c, f in zip(chunks, fresh):
+        b = r.parse_records(buf, offs[c], lens[c], status[c], path, c.start, store)
+        assert b.ids == f.ids and np.shares_memory(b.frames, store[0])
+        np.testing.assert_array_equal(b.frames, f.frames)
+        np.testing.assert_array_equal(b.record_index, f.record_index)

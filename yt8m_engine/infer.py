@@ -258,14 +258,14 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
         try:
             for fidx, path in work:
                 t0 = time.perf_counter()
-                for buf, offs, lens, status, first in record_blocks(path, take_buffer, block_bytes):
+                for buf, offs, lens, status, first, fresh in record_blocks(path, take_buffer, block_bytes):
                     if first == 0 and buf.size == 0:
                         framer.frame(buf, path)  # an empty file: its problem is reported there
                     if first + len(offs) > 1 << 24:  # segment keys hold a record index in 24 bits
                         raise Yt8mError(f"{path}: more than {1 << 24} records in one file; split it")
                     t0 = add("read", t0)
                     with lock:
-                        stats.bytes += int(buf.size)
+                        stats.bytes += fresh
                     starts = range(0, len(offs), chunk)
                     loan = _Loan(buf.base if buf.base is not None else buf, len(starts) or 1, free_bufs)
                     if not starts:

@@ -10,8 +10,8 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
-from .reader import Reader, resolve_files
-from .tfrecord import read_file_bytes
+from .reader import Reader, file_signature, resolve_files
+from .tfrecord import record_blocks
 
 
 @dataclass
@@ -80,19 +80,19 @@ class InspectReport:
         return "\n".join(lines)
 
 
-def detect_kind(buf: np.ndarray, path: str) -> bool:
-    """True for frame-level (SequenceExample) files, False for video-level (Example) ones."""
-    r = Reader(fmt.FeatureSpec.default(True), skip_corrupt=True, copy_frames=False)
-    offs, lens, status = r.frame(buf, path)
-    ok = np.flatnonzero(status == 0)
-    if ok.size == 0:
-        return True
-    i = ok[:1]
+def detect_kind(path: str) -> bool:
+    """True for frame-level (SequenceExample) files, False for video-level (Example) ones: decided by
+    the first record whose framing is sound (a file without one reads as frame level)."""
     ktab, koff = proto.key_table(proto.CONTEXT_KEYS)
     ftab, foff = proto.key_table(("rgb",))
-    err, *_ = proto.locate_and_count(buf, offs[i], lens[i], status[i], True, ktab, koff, ftab, foff,
-                                     np.array([1024], np.int64), fmt.NUM_CLASSES, False)
-    return not (err[0] == proto.E_MISSING)
+    for buf, offs, lens, status, _, _ in record_blocks(path, lambda n: np.empty(n, np.uint8), 1 << 20):
+        ok = np.flatnonzero(status == 0)
+        if ok.size:
+            i = ok[:1]
+            err, *_ = proto.locate_and_count(buf, offs[i], lens[i], status[i], True, ktab, koff, ftab, foff,
+                                             np.array([1024], np.int64), fmt.NUM_CLASSES, False)
+            return not (err[0] == proto.E_MISSING)
+    return True
 
 
 def inspect(pattern: str, frame_level: bool | None = None, spec: fmt.FeatureSpec | None = None,
@@ -104,14 +104,13 @@ def inspect(pattern: str, frame_level: bool | None = None, spec: fmt.FeatureSpec
     kinds = set()
     for path in files:
         st = FileStats(path)
-        buf = read_file_bytes(path)
-        st.bytes = int(buf.size)
-        fl = frame_level if frame_level is not None else detect_kind(buf, path)
+        st.bytes = int(file_signature(path)[1])
+        fl = frame_level if frame_level is not None else detect_kind(path)
         kinds.add("frame" if fl else "video")
         file_spec = spec if spec is not None and spec.frame_level == fl else fmt.FeatureSpec.default(fl)
         reader = Reader(file_spec, segments=True, skip_corrupt=True, copy_frames=False)
         mins = []
-        for b in reader.parse_buffer(buf, path, batch_size):
+        for b in reader.read_file(path, batch_size):
             st.records += len(b)
             st.labels += int(b.labels.size)
             st.rated_segments += int(b.segment_labels.size)

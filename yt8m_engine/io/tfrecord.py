@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 from crc32c import crc32c as _crc32c
@@ -101,27 +102,6 @@ def scan_records(buf: np.ndarray, check_crc: bool = True):
     return rec[:, 1].copy(), rec[:, 2].copy(), stat
 
 
-def read_file_bytes(path: str, out: np.ndarray | None = None) -> np.ndarray:
-    """A whole file's bytes (local, or a URL through fsspec) as a writable uint8 array: a view of `out`
-    when it is large enough (reusing a buffer spares the OS zeroing fresh memory for every file)."""
-    try:
-        if "://" in path:
-            from .reader import _fsspec
-
-            fs, p = _fsspec().core.url_to_fs(path)
-            size = int(fs.size(p))
-            opener = lambda: fs.open(p, "rb")  # noqa: E731
-        else:
-            size = os.path.getsize(path)
-            opener = lambda: open(path, "rb")  # noqa: E731
-        buf = out[:size] if out is not None and out.size >= size else np.empty(size, np.uint8)
-        with opener() as f:
-            n = f.readinto(memoryview(buf))
-        return buf[:n]
-    except OSError as e:
-        raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-
-
 def _open(path: str):
     """(binary file object, size) of a local file or a URL (fsspec)."""
     if "://" in path:
@@ -143,13 +123,24 @@ def _read_full(f, view) -> int:
     return got
 
 
-def record_blocks(path: str, take_buffer, block_bytes: int = 32 << 20, check_crc: bool = True):
-    """A file's records in blocks of whole records, read into buffers the caller recycles: memory stays
+class Block(NamedTuple):
+    """Whole records of a file, as scan_records reports them over buf."""
+
+    buf: np.ndarray       # the block's bytes (a view of the caller's buffer)
+    offsets: np.ndarray   # payload offset of each record in buf
+    lengths: np.ndarray
+    status: np.ndarray    # framing status of each record
+    first: int            # index in the file of the block's first record
+    fresh: int            # bytes of the file read for this block (buf also holds the record carried over)
+
+
+def record_blocks(path: str, take_buffer, block_bytes: int = 16 << 20, check_crc: bool = True):
+    """A file's records in Blocks of whole records, read into buffers the caller recycles: memory stays
     bounded whatever the file size, and a reused buffer costs the OS no fresh zeroed pages.
 
-    take_buffer(n) returns a uint8 array of at least n bytes. Yields (buf, offsets, lengths, status,
-    index of the block's first record in the file), as scan_records over buf; a record cut by the end
-    of a block is carried to the next one (a record larger than a block gets a larger buffer).
+    take_buffer(n) returns a uint8 array of at least n bytes. A record cut by the end of a block is
+    carried to the next one (a record larger than a block gets a larger buffer); nothing is read past
+    a record whose length cannot be trusted (a length CRC mismatch).
     """
     try:
         f, size = _open(path)
@@ -178,7 +169,7 @@ def record_blocks(path: str, take_buffer, block_bytes: int = 32 << 20, check_crc
             if not at_end and len(status) and status[-1] == E_TRUNCATED:  # cut by the block's end
                 tail = buf[offs[-1]:].copy()
                 offs, lens, status = offs[:-1], lens[:-1], status[:-1]
-            yield buf, offs, lens, status, first
+            yield Block(buf, offs, lens, status, first, got)
             first += len(offs)
             if at_end or (len(status) and status[-1] == E_LENGTH_CRC):  # nothing after it can be framed
                 return
