@@ -24,7 +24,6 @@ from . import format as fmt
 from .engine import OnnxModel, predict_segments, predict_videos
 from .errors import Yt8mError
 from .io.reader import Reader, resolve_files
-from .io.tfrecord import record_blocks
 from .kernels.metrics import topk_serial
 from .rank.partial import Partial, merge_partials
 from .rank.submission import IdTable, video_csv_lines
@@ -188,8 +187,8 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     """The pipeline over the given (file index, path) pairs; model: a path or an OnnxModel.
 
     One reader thread reads the files in blocks of whole records and checks their framing (CRCs),
-    then hands out chunks of records; `opts.threads` worker threads each take a chunk and carry it through parse (+ segment
-    layout), the model and ranking, then take the next. Each stage releases the GIL (Numba nogil
+    then hands out chunks of records; `opts.threads` worker threads each take a chunk and carry it
+    through parse (+ segment layout), the model and ranking, then take the next. Each stage releases the GIL (Numba nogil
     kernels, ONNX Runtime), so the workers keep every core busy with no hand-off between stages, and
     a chunk's frames are still in cache when the model reads them. The shared top-N takes updates
     from several workers at once (class stripes under locks of their own); its result never depends
@@ -223,7 +222,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
     ranker = TopN(len(seg_ids), opts.segment_max_pred) if segment_labels else None
     starter_mode = opts.segment_mode == "topk"
     video_lines: dict[int, list[tuple[int, str]]] = {}  # file -> (first record, CSV lines) per chunk
-    framer = Reader(info.spec, skip_corrupt=opts.skip_corrupt)  # reports empty files
+    framer = Reader(info.spec, skip_corrupt=opts.skip_corrupt)  # reads the blocks, reports empty files
 
     def add(key: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -258,9 +257,7 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
         try:
             for fidx, path in work:
                 t0 = time.perf_counter()
-                for buf, offs, lens, status, first, fresh in record_blocks(path, take_buffer, block_bytes):
-                    if first == 0 and buf.size == 0:
-                        framer.frame(buf, path)  # an empty file: its problem is reported there
+                for buf, offs, lens, status, first, fresh in framer.blocks(path, take_buffer, block_bytes):
                     if first + len(offs) > 1 << 24:  # segment keys hold a record index in 24 bits
                         raise Yt8mError(f"{path}: more than {1 << 24} records in one file; split it")
                     t0 = add("read", t0)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
-from .tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, record_blocks, scan_records
+from .tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, record_blocks
 
 
 def is_url(path: str) -> bool:
@@ -227,20 +227,18 @@ class Reader:
                 held[0] = np.empty(n, np.uint8)
             return held[0]
 
-        for buf, offs, lens, status, first, _ in record_blocks(path, take, check_crc=self.check_crc):
-            if first == 0 and buf.size == 0:
-                self.frame(buf, path)  # an empty file: reported there
+        for buf, offs, lens, status, first, _ in self.blocks(path, take):
             for a in range(0, len(offs), batch_size):
                 sl = slice(a, a + batch_size)
                 yield self.parse_records(buf, offs[sl], lens[sl], status[sl], path, first + a)
 
-    def frame(self, buf: np.ndarray, path: str):
-        """Scan a file's framing. Returns (offsets, lengths, status) with framing problems handled."""
-        if buf.size == 0:
-            self._problem(path, None, "file is empty (0 bytes), not a TFRecord file")
-            z = np.zeros(0, np.int64)
-            return z, z, np.zeros(0, np.int32)
-        return scan_records(buf, self.check_crc)
+    def blocks(self, path: str, take_buffer, block_bytes: int = 16 << 20):
+        """`record_blocks` of a file (CRCs checked as this reader says); an empty file is a problem
+        (raised, or counted with skip_corrupt)."""
+        for block in record_blocks(path, take_buffer, block_bytes, self.check_crc):
+            if block.first == 0 and block.buf.size == 0:
+                self._problem(path, None, "file is empty (0 bytes), not a TFRecord file")
+            yield block
 
     # -- records -----------------------------------------------------------------------------
     def _problem(self, path: str, record: int | None, message: str) -> None:
