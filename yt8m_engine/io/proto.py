@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..kernels.segments import copy_into
+
 # Record error codes (0..3 are framing codes from tfrecord.py).
 E_PROTO = 4          # malformed protobuf
 E_MISSING = 5        # aux1 = key code
@@ -571,8 +573,7 @@ def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
                     while p < q_end and t < t_end:
                         if _has_prefix(buf, p, q_end, ptab[j], plen[j], size):  # the common case
                             a = p + plen[j]
-                            row = frame_off[i] + t
-                            frames[row, col:col + size] = buf[a:a + size]
+                            copy_into(frames[frame_off[i] + t, col:col + size], buf[a:a + size])
                             p = a + size
                             t += 1
                             continue
@@ -584,7 +585,7 @@ def fill(buf, err, vs, ve, fs, fe, sequence, feat_sizes, max_frames, rows,
                         while pp < le:
                             g, wt3, c2, d2, pp = _next_field(buf, pp, le)
                             if g == 1 and wt3 == 2:
-                                frames[frame_off[i] + t, col:col + size] = buf[c2:d2]
+                                copy_into(frames[frame_off[i] + t, col:col + size], buf[c2:d2])
                         t += 1
             else:
                 _read_float_bytes(buf, fs[r, j], fe[r, j], video_u8[i], col)

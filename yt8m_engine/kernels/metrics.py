@@ -55,7 +55,15 @@ def _insert(s, c, m, k, out_c, out_s):
 
 
 @njit(cache=True, nogil=True)
-def _topk_row(row, k, out_c, out_s, cmax, cand_s, cand_c):
+def _topk_scratch(nc, dtype):
+    """Work buffers of `_topk_row` for rows of nc values: group maxima (padded to a multiple of 16 with
+    -inf, so the counting loop runs on whole vectors) and candidates."""
+    cmax = np.full((nc // 16 + 15) // 16 * 16 + 16, -np.inf, dtype)
+    return cmax, np.empty(nc + 1, dtype), np.empty(nc + 1, np.int32), np.empty(nc // 16 + 1, np.int32)
+
+
+@njit(cache=True, nogil=True)
+def _topk_row(row, k, out_c, out_s, scratch):
     """The k best (score, class) of one row, in rank order (higher score, then lower class id).
 
     The row's first 16 g values are cut into g strided groups {j, j + g, j + 2g, ...} (so the group
@@ -64,6 +72,7 @@ def _topk_row(row, k, out_c, out_s, cmax, cand_s, cand_c):
     are candidates, and a few dozen candidates are ranked by counting (branch-free, no sorting).
     A row with NaN takes the plain scan (NaN compares false with everything).
     """
+    cmax, cand_s, cand_c, groups = scratch
     n = row.shape[0]
     g = n // 16
     if g >= k:
@@ -80,21 +89,29 @@ def _topk_row(row, k, out_c, out_s, cmax, cand_s, cand_c):
         for c in range(16 * g, n):
             nan |= row[c] != row[c]
         if not nan:
-            # the k-th largest group maximum: the largest with at least k maxima >= it
+            # the k-th largest group maximum: the largest with at least k maxima >= it (cmax past g
+            # holds -inf: the inner loop covers whole vectors)
+            gp = (g + 15) // 16 * 16
             thr = -np.inf
             for i in range(g):
                 vi = cmax[i]
                 cnt = 0
-                for j in range(g):
+                for j in range(gp):
                     cnt += cmax[j] >= vi
                 thr = vi if (cnt >= k and vi > thr) else thr
-            m = 0
+            ng = 0  # the groups reaching the bound (branch-free), then their values reaching it
             for j in range(g):
-                if cmax[j] >= thr:
-                    for c in range(j, 16 * g, g):
-                        cand_s[m] = row[c]
-                        cand_c[m] = c
-                        m += row[c] >= thr
+                groups[ng] = j
+                ng += cmax[j] >= thr
+            m = 0
+            for t in range(ng):
+                j = groups[t]
+                for i in range(16):
+                    c = j + i * g
+                    v = row[c]
+                    cand_s[m] = v
+                    cand_c[m] = c
+                    m += v >= thr
             for c in range(16 * g, n):
                 cand_s[m] = row[c]
                 cand_c[m] = c
@@ -122,11 +139,9 @@ def _topk_row(row, k, out_c, out_s, cmax, cand_s, cand_c):
 
 @njit(cache=True, nogil=True)
 def _topk_rows(preds, k, cls, sc, a, b):
-    cmax = np.empty(preds.shape[1] // 16 + 1, preds.dtype)
-    cand_s = np.empty(preds.shape[1] + 1, preds.dtype)
-    cand_c = np.empty(preds.shape[1] + 1, np.int32)
+    scratch = _topk_scratch(preds.shape[1], preds.dtype)
     for i in range(a, b):
-        _topk_row(preds[i], k, cls[i], sc[i], cmax, cand_s, cand_c)
+        _topk_row(preds[i], k, cls[i], sc[i], scratch)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -181,23 +196,21 @@ def batch_stats(preds, lab_off, labels, k):
     mm = max(kk, min(maxl, nc))
     nblk = (n + 255) // 256
     for blk in prange(nblk):
-        cmax = np.empty(nc // 16 + 1, preds.dtype)
-        cand_s = np.empty(nc + 1, preds.dtype)
-        cand_c = np.empty(nc + 1, np.int32)
+        scratch = _topk_scratch(nc, preds.dtype)
         cbuf = np.empty(mm, np.int32)
         sbuf = np.empty(mm, preds.dtype)
         for i in range(blk * 256, min(n, blk * 256 + 256)):
             _row_stats(preds[i], labels, lab_off[i], lab_off[i + 1], kk, i, top_cls, top_sc, top_pos, hit, perr,
-                       cbuf, sbuf, cmax, cand_s, cand_c)
+                       cbuf, sbuf, scratch)
     return top_cls, top_sc, top_pos, hit, perr
 
 
 @njit(cache=True, nogil=True)
-def _row_stats(row, labels, a, b, kk, i, top_cls, top_sc, top_pos, hit, perr, cbuf, sbuf, cmax, cand_s, cand_c):
+def _row_stats(row, labels, a, b, kk, i, top_cls, top_sc, top_pos, hit, perr, cbuf, sbuf, scratch):
     nc = row.shape[0]
     nl = b - a
     m = max(kk, min(nl, nc))
-    _topk_row(row, m, cbuf, sbuf, cmax, cand_s, cand_c)
+    _topk_row(row, m, cbuf, sbuf, scratch)
     for j in range(kk):
         top_cls[i, j] = cbuf[j]
         top_sc[i, j] = sbuf[j]
