@@ -161,7 +161,15 @@ def _lazy_empty(shape: tuple[int, int], dtype) -> np.ndarray:
     import mmap
 
     nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype, int(np.prod(shape))).reshape(shape)
+    if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS"):
+        # private: a first write costs less than in a shared (shmem) mapping; never transparent huge
+        # pages, which would take 2 MB a class row where a few kB are written
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            m.madvise(mmap.MADV_NOHUGEPAGE)
+    else:
+        m = mmap.mmap(-1, nbytes)
+    return np.frombuffer(m, dtype, int(np.prod(shape))).reshape(shape)
 
 
 class TopN:
