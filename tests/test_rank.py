@@ -5,7 +5,7 @@ import pytest
 from yt8m_engine.kernels.metrics import topk
 from yt8m_engine.kernels.segments import cut_segments
 from yt8m_engine.rank.submission import IdTable, segment_csv_array
-from yt8m_engine.rank.topn import TopN, merge_rankings, segment_keys
+from yt8m_engine.rank.topn import TopN, _compact, merge_rankings, segment_keys
 
 
 def ref_topn(scores, keys, n):
@@ -41,6 +41,27 @@ def test_topn_matches_sorted_reference(n, levels):
     ms, mk, mc = merge_rankings(parts, n)
     np.testing.assert_array_equal(mk, k)
     np.testing.assert_array_equal(mc, c)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compact_keeps_the_n_best_of_any_scores(seed):
+    """The radix-select compaction against a sort, on negative, signed-zero, infinite and tied
+    scores (the key decides ties)."""
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(2, 3000))
+    pool = np.array([-np.inf, -2.5, -1e-30, -0.0, 0.0, 1e-30, 0.5, 0.5000001, 3.0, np.inf], np.float32)
+    if seed % 2:
+        scores = pool[rng.integers(0, pool.size, m)]  # heavy ties
+    else:
+        scores = (rng.standard_normal(m) * 10 ** rng.uniform(-30, 30, m)).astype(np.float32)
+    keys = rng.permutation(10 ** 6)[:m].astype(np.int64)
+    for n in (1, int(rng.integers(1, m)), m - 1):
+        bs, bk = scores.copy(), keys.copy()
+        c, thr = _compact(bs, bk, m, n)
+        order = sorted(range(m), key=lambda i: (-float(scores[i]), keys[i]))[:n]
+        assert c == n
+        assert sorted(bk[:c].tolist()) == sorted(keys[order].tolist())
+        assert thr == scores[order[-1]]
 
 
 def test_topn_starter_mode_enters_only_top_k_classes():

@@ -21,31 +21,74 @@ def segment_keys(file_index: int, record: np.ndarray, start: np.ndarray) -> np.n
     return (np.int64(file_index) << np.int64(40)) | (record.astype(np.int64) << np.int64(16)) | start.astype(np.int64)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _code(v, bits):
+    """A 32-bit code of a float32 score (bits: its int32 view) whose ascending order is the scores'
+    descending order; -0.0 ranks with +0.0, NaN last."""
+    u = np.int64(bits) & 0xFFFFFFFF
+    if v != v:
+        return np.int64(0xFFFFFFFF)
+    if v == 0:
+        return np.int64(0x7FFFFFFF)
+    if u < 0x80000000:  # positive: larger first
+        return 0x7FFFFFFF - u
+    return u  # negative: the bits grow with the magnitude
+
+
+@njit(cache=True, nogil=True)
+def _nth_code(s, n):
+    """(code, ties) of the n-th best score of s (1 <= n <= len(s)): its `_code`, and how many scores
+    with that code are among the n best. A radix select: a histogram pass per 11/11/10 bits of the
+    code, each over the scores whose code shares the digits found so far."""
+    bits = s.view(np.int32)
+    hist = np.zeros(2048, np.int64)
+    prefix = np.int64(0)
+    need = n
+    for level in range(3):
+        shift = 21 - 11 * level if level < 2 else 0
+        width = 11 if level < 2 else 10
+        top = shift + width  # the digits above this level's are fixed: prefix
+        hist[:] = 0
+        for i in range(s.shape[0]):
+            c = _code(s[i], bits[i])
+            if (c >> top) == prefix:
+                hist[(c >> shift) & ((1 << width) - 1)] += 1
+        d = 0
+        while hist[d] < need:
+            need -= hist[d]
+            d += 1
+        prefix = (prefix << width) | d
+    return prefix, need
+
+
 @njit(cache=True, nogil=True)
 def _compact(bs, bk, cnt, n):
-    """Keep the n best of bs[:cnt], bk[:cnt] in place; returns (new count, threshold score)."""
+    """Keep the n best of bs[:cnt], bk[:cnt] in place (higher score, then smaller key); returns (new
+    count, threshold score: the n-th). The n-th score by radix select (no copy, no sort), then one pass."""
     if cnt <= n:
         return cnt, -np.inf
-    t = np.partition(bs[:cnt].copy(), cnt - n)[cnt - n]  # the n-th largest score
-    # all scores > t are kept; scores == t fill the remaining places by the smallest keys
-    above = 0
-    for i in range(cnt):
-        if bs[i] > t:
-            above += 1
-    room = n - above
-    tie_keys = np.empty(cnt - above, np.int64)
-    m = 0
-    for i in range(cnt):
-        if bs[i] == t:
-            tie_keys[m] = bk[i]
-            m += 1
-    tie_keys = np.sort(tie_keys[:m])
-    kmax = tie_keys[room - 1] if room > 0 else np.int64(-1)
+    tc, room = _nth_code(bs[:cnt], n)
+    bits = bs.view(np.int32)
+    t = np.float32(0)
+    ties = 0
+    for i in range(cnt):  # the threshold's score, and how many share it
+        if _code(bs[i], bits[i]) == tc:
+            t = bs[i]
+            ties += 1
+    kmax = np.iinfo(np.int64).max
+    if room < ties:  # only some of the scores equal to t fit: those with the smallest keys
+        tie_keys = np.empty(ties, np.int64)
+        m = 0
+        for i in range(cnt):
+            if bs[i] == t:
+                tie_keys[m] = bk[i]
+                m += 1
+        kmax = np.sort(tie_keys)[room - 1]
     w = 0
     for i in range(cnt):
-        s = bs[i]
-        if s > t or (s == t and bk[i] <= kmax):
-            bs[w] = s
+        v = bs[i]
+        if v > t or (v == t and bk[i] <= kmax):
+            bs[w] = v
             bk[w] = bk[i]
             w += 1
     return w, t
@@ -91,16 +134,7 @@ def _rank_order(s):
     code = np.empty(n, np.int64)
     hist = np.zeros((3, 2048), np.int64)
     for i in range(n):
-        v = s[i]
-        u = np.int64(bits[i]) & 0xFFFFFFFF
-        if v != v:
-            c = np.int64(0xFFFFFFFF)
-        elif v == 0:  # -0.0 ranks with +0.0
-            c = np.int64(0x7FFFFFFF)
-        elif u < 0x80000000:  # positive: larger first
-            c = 0x7FFFFFFF - u
-        else:  # negative: the bits grow with the magnitude
-            c = u
+        c = _code(s[i], bits[i])
         code[i] = c
         hist[0, c & 2047] += 1
         hist[1, (c >> 11) & 2047] += 1
