@@ -62,6 +62,12 @@ def test_compact_keeps_the_n_best_of_any_scores(seed):
         assert c == n
         assert sorted(bk[:c].tolist()) == sorted(keys[order].tolist())
         assert thr == scores[order[-1]]
+        t = TopN(1, n)  # and the finished ranking's order (a radix sort from 256 entries)
+        t.push(scores[:, None], keys)
+        rs, rk, rc = t.result()
+        assert rc[0] == n
+        np.testing.assert_array_equal(rk[0, :n], keys[order])
+        np.testing.assert_array_equal(rs[0, :n], scores[order])
 
 
 def test_topn_starter_mode_enters_only_top_k_classes():

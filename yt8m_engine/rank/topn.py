@@ -129,34 +129,36 @@ def _rank_order(s):
     digit) on a 32-bit code whose ascending order is the scores' descending order."""
     n = s.shape[0]
     if n < 256:
-        return np.argsort(-s)
+        return np.argsort(-s).astype(np.int32)
     bits = s.view(np.int32)
-    code = np.empty(n, np.int64)
-    hist = np.zeros((3, 2048), np.int64)
+    code = np.empty(n, np.uint32)  # 32-bit codes and positions: half the bytes moved of 64-bit ones
+    hist = np.zeros((3, 2048), np.int32)
     for i in range(n):
         c = _code(s[i], bits[i])
         code[i] = c
         hist[0, c & 2047] += 1
         hist[1, (c >> 11) & 2047] += 1
         hist[2, c >> 22] += 1
-    perm = np.arange(n).astype(np.int64)
-    code2 = np.empty(n, np.int64)
-    perm2 = np.empty(n, np.int64)
+    perm = np.arange(n).astype(np.int32)
+    code2 = np.empty(n, np.uint32)
+    perm2 = np.empty(n, np.int32)
+    pos = np.empty(2048, np.int64)
     for p in range(3):
         shift = 11 * p
         h = hist[p]
         if h.max() == n:
             continue
-        pos = np.empty(2048, np.int64)
         t = 0
         for d in range(2048):
             pos[d] = t
             t += h[d]
         for i in range(n):
-            d = (code[i] >> shift) & 2047
-            code2[pos[d]] = code[i]
-            perm2[pos[d]] = perm[i]
-            pos[d] += 1
+            c = code[i]
+            d = (np.int64(c) >> shift) & 2047
+            q = pos[d]
+            code2[q] = c
+            perm2[q] = perm[i]
+            pos[d] = q + 1
         code, code2 = code2, code
         perm, perm2 = perm2, perm
     return perm
