@@ -1,10 +1,12 @@
 """Streaming top-N, segment cutting and CSV writing against plain references."""
+import io
+
 import numpy as np
 import pytest
 
 from yt8m_engine.kernels.metrics import topk
 from yt8m_engine.kernels.segments import cut_segments
-from yt8m_engine.rank.submission import IdTable, segment_csv_array
+from yt8m_engine.rank.submission import IdTable, write_segment_csv
 from yt8m_engine.rank.topn import TopN, _compact, merge_rankings, segment_keys
 
 
@@ -99,15 +101,18 @@ def test_cut_segments_reference():
         assert not seg[j, m:].any()
 
 
-def test_segment_csv_array():
+@pytest.mark.parametrize("group_bytes", [1, 12, 1 << 20])
+def test_write_segment_csv(group_bytes):
     ids = IdTable(3)
     ids.add(0, np.array([1]), ["bb"])  # any order, as workers finish
     ids.add(2, np.array([0]), ["cc"])
     ids.add(0, np.array([0]), ["aa"])
     keys = np.array([[segment_keys(0, np.array([1]), np.array([5]))[0], segment_keys(2, np.array([0]), np.array([0]))[0]],
-                     [segment_keys(0, np.array([0]), np.array([295]))[0], 0]], np.int64)
-    out = segment_csv_array(np.array([7, 3]), keys, np.array([2, 1]), ids).tobytes().decode()
-    assert out == "Class,Segments\n3,aa:295\n7,bb:5 cc:0\n"
+                     [segment_keys(0, np.array([0]), np.array([295]))[0], 0], [0, 0]], np.int64)
+    f = io.BytesIO()  # groups of one line (each longer than the group), of two lines, of all
+    n = write_segment_csv(f, np.array([7, 3, 5]), keys, np.array([2, 1, 0]), ids, group_bytes=group_bytes)
+    assert f.getvalue().decode() == "Class,Segments\n3,aa:295\n5,\n7,bb:5 cc:0\n"
+    assert n == len(f.getvalue())
 
 
 @pytest.mark.parametrize("starter_mode", [False, True])

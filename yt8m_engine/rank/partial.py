@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import Yt8mError
 from ..io.tfrecord import AtomicWriter
-from .submission import VIDEO_HEADER, IdTable, segment_csv_array
+from .submission import VIDEO_HEADER, IdTable, write_segment_csv
 from .topn import TopN, merge_rankings
 
 
@@ -77,7 +77,7 @@ class Partial:
         if self.kind == "segment":
             _, k, c = self.ranking
             with AtomicWriter(path) as f:
-                f.write(segment_csv_array(self.class_ids, k, c, self.ids))
+                write_segment_csv(f, self.class_ids, k, c, self.ids)
         else:
             with AtomicWriter(path, "w") as f:
                 f.write(VIDEO_HEADER + "\n")

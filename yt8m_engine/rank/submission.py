@@ -302,21 +302,45 @@ def _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, line
         out[p] = 10
 
 
-def segment_csv_array(class_ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, ids: IdTable) -> np.ndarray:
-    """The Kaggle segment submission's bytes (uint8): header, then one line per class in ascending id."""
+def write_segment_csv(f, class_ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, ids: IdTable,
+                      group_bytes: int = 64 << 20) -> int:
+    """Write the Kaggle segment submission to the binary file f: header, then one line per class in
+    ascending id. The lines are formatted (classes in parallel) a group of about group_bytes at a time
+    into two reused buffers, one written by a helper thread while the next is formatted: memory stays
+    small (not the whole ~1 GB file) and formatting overlaps the writing. Returns the bytes written."""
+    from concurrent.futures import ThreadPoolExecutor
+
     order = np.argsort(class_ids, kind="stable")
     classes = np.stack([np.asarray(class_ids, np.int64)[order], order.astype(np.int64)], axis=1)
     file_base, id_off, id_bytes = ids.arrays()
-    header = np.frombuffer((SEGMENT_HEADER + "\n").encode(), np.uint8)
-    line_off = np.zeros(classes.shape[0] + 1, np.int64)
-    dummy = np.zeros(0, np.uint8)
-    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, dummy, line_off, False)
-    np.cumsum(line_off, out=line_off)
-    line_off += header.size
-    out = np.empty(int(line_off[-1]), np.uint8)
-    out[:header.size] = header
-    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, out, line_off, True)
-    return out
+    sizes = np.zeros(classes.shape[0] + 1, np.int64)
+    _segment_lines(classes, keys, counts, file_base, id_off, id_bytes, np.zeros(0, np.uint8), sizes, False)
+    sizes = sizes[1:]
+    header = (SEGMENT_HEADER + "\n").encode()
+    f.write(header)
+    bufs = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+    pending = None
+    with ThreadPoolExecutor(1) as pool:
+        a = g = 0
+        while a < len(sizes):
+            b = a + 1  # at least one line, however long
+            total = int(sizes[a])
+            while b < len(sizes) and total + sizes[b] <= group_bytes:
+                total += int(sizes[b])
+                b += 1
+            buf = bufs[g % 2]  # its last group (g - 2) was written before group g - 1 was handed over
+            if buf.size < total:
+                buf = bufs[g % 2] = np.empty(max(total, min(group_bytes, int(sizes.sum()))), np.uint8)
+            line_off = np.zeros(b - a + 1, np.int64)
+            np.cumsum(sizes[a:b], out=line_off[1:])
+            _segment_lines(classes[a:b], keys, counts, file_base, id_off, id_bytes, buf, line_off, True)
+            if pending is not None:
+                pending.result()  # the other buffer is written: free for the next group
+            pending = pool.submit(f.write, memoryview(buf)[:total])
+            a, g = b, g + 1
+        if pending is not None:
+            pending.result()
+    return len(header) + int(sizes.sum())
 
 
 def video_csv_lines(ids: list[str], classes: np.ndarray, scores: np.ndarray) -> str:
