@@ -23,7 +23,8 @@ class Partial:
     num_files: int
     top_n: int = 0
     class_ids: np.ndarray | None = None
-    ranking: tuple | None = None   # (scores [J, M], keys [J, M], counts [J]) for segment partials
+    ranking: tuple | None = None   # (scores [J, M], keys [J, M], counts [J]) for segment partials:
+    #                                each row valid up to its count
     ids: IdTable | None = None
     video_text: dict = field(default_factory=dict)  # file index -> CSV lines of its videos
 
@@ -35,7 +36,9 @@ class Partial:
         d = {"kind": np.array(self.kind), "num_files": np.array(self.num_files), "top_n": np.array(self.top_n)}
         if self.kind == "segment":
             s, k, c = self.ranking
-            d.update(class_ids=self.class_ids, scores=s, keys=k, counts=c, **self.ids.to_arrays())
+            valid = np.arange(s.shape[1])[None, :] < np.asarray(c)[:, None]
+            # each class's entries only, concatenated in class order (rows differ widely in length)
+            d.update(class_ids=self.class_ids, scores=s[valid], keys=k[valid], counts=c, **self.ids.to_arrays())
         else:
             files = sorted(self.video_text)
             d.update(line_files=np.array(files, np.int64),
@@ -48,8 +51,8 @@ class Partial:
             kind = str(d["kind"])
             num_files = int(d["num_files"])
             if kind == "segment":
-                return cls(kind, num_files, int(d["top_n"]), d["class_ids"], (d["scores"], d["keys"], d["counts"]),
-                           IdTable.from_arrays(num_files, d))
+                return cls(kind, num_files, int(d["top_n"]), d["class_ids"],
+                           _ranking_rows(d["scores"], d["keys"], d["counts"]), IdTable.from_arrays(num_files, d))
             return cls(kind, num_files, video_text={int(f): str(t) for f, t in zip(d["line_files"], d["line_text"])})
         except (KeyError, ValueError) as e:
             raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
@@ -83,6 +86,21 @@ class Partial:
                 f.write(VIDEO_HEADER + "\n")
                 for fidx in sorted(self.video_text):
                     f.write(self.video_text[fidx])
+
+
+def _ranking_rows(scores, keys, counts):
+    """(scores [J, M], keys [J, M], counts) from the per-class entries concatenated in class order."""
+    counts = np.asarray(counts, np.int64)
+    if scores.ndim == 2:  # rows as they are (partials written before the entries were concatenated)
+        return scores, keys, counts
+    if scores.shape != keys.shape or scores.ndim != 1 or scores.size != int(counts.sum()) or (counts < 0).any():
+        raise ValueError(f"{scores.size} scores and {keys.size} keys for {int(counts.sum())} ranked entries")
+    valid = np.arange(int(counts.max(initial=0)))[None, :] < counts[:, None]
+    s = np.zeros(valid.shape, np.float32)
+    k = np.zeros(valid.shape, np.int64)
+    s[valid] = scores
+    k[valid] = keys
+    return s, k, counts
 
 
 def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: int | None = None) -> Partial:
