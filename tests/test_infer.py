@@ -66,6 +66,15 @@ def test_shards_merged_equal_single_run(trained_flm, learn_dir, tmp_path):
         infer(onnx_path, pattern, parts[-1], segment_labels=True, progress=False, segment_max_pred=300, shard=f"{i}/3")
     merge(parts, str(tmp_path / "merged.csv"))
     assert filecmp.cmp(tmp_path / "single.csv", tmp_path / "merged.csv", shallow=False)
+    # a partial whose entries do not add up to its counts is refused, naming the file
+    with np.load(parts[0]) as z:
+        d = {k: z[k] for k in z.files}
+    d["keys"] = d["keys"][:-1]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **d)
+    with pytest.raises(Yt8mError, match="bad.npz: not a partial ranking"):
+        merge([str(bad)] + parts[1:], str(tmp_path / "never.csv"))
+    assert not (tmp_path / "never.csv").exists()
 
 
 def test_starter_topk_mode(trained_flm, learn_dir, tmp_path):
