@@ -66,15 +66,26 @@ def test_shards_merged_equal_single_run(trained_flm, learn_dir, tmp_path):
         infer(onnx_path, pattern, parts[-1], segment_labels=True, progress=False, segment_max_pred=300, shard=f"{i}/3")
     merge(parts, str(tmp_path / "merged.csv"))
     assert filecmp.cmp(tmp_path / "single.csv", tmp_path / "merged.csv", shallow=False)
-    # a partial whose entries do not add up to its counts is refused, naming the file
-    with np.load(parts[0]) as z:
-        d = {k: z[k] for k in z.files}
-    d["keys"] = d["keys"][:-1]
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, **d)
-    with pytest.raises(Yt8mError, match="bad.npz: not a partial ranking"):
-        merge([str(bad)] + parts[1:], str(tmp_path / "never.csv"))
-    assert not (tmp_path / "never.csv").exists()
+    # the starter's mode: classes hold very different counts, so partials store each class's entries only
+    kw = dict(segment_labels=True, progress=False, segment_mode="topk", top_k=3)
+    infer(onnx_path, pattern, str(tmp_path / "k_single.csv"), **kw)
+    k_parts = [str(tmp_path / f"k{i}.npz") for i in range(3)]
+    for i, p in enumerate(k_parts):
+        infer(onnx_path, pattern, p, shard=f"{i}/3", **kw)
+    merge(k_parts, str(tmp_path / "k_merged.csv"))
+    assert filecmp.cmp(tmp_path / "k_single.csv", tmp_path / "k_merged.csv", shallow=False)
+    # a partial whose entries do not add up to its counts is refused, naming the file (both layouts:
+    # full rows as they are, all classes; each class's entries concatenated, the starter's mode)
+    for part, ndim in ((parts[0], 2), (k_parts[0], 1)):
+        with np.load(part) as z:
+            d = {k: z[k] for k in z.files}
+        assert d["scores"].ndim == ndim
+        for field in ("keys", "counts"):
+            bad = tmp_path / "bad.npz"
+            np.savez(bad, **{**d, field: d[field][:-1]})
+            with pytest.raises(Yt8mError, match="bad.npz: not a partial ranking"):
+                merge([str(bad)] + parts[1:], str(tmp_path / "never.csv"))
+            assert not (tmp_path / "never.csv").exists()
 
 
 def test_starter_topk_mode(trained_flm, learn_dir, tmp_path):

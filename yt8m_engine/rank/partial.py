@@ -36,9 +36,12 @@ class Partial:
         d = {"kind": np.array(self.kind), "num_files": np.array(self.num_files), "top_n": np.array(self.top_n)}
         if self.kind == "segment":
             s, k, c = self.ranking
-            valid = np.arange(s.shape[1])[None, :] < np.asarray(c)[:, None]
-            # each class's entries only, concatenated in class order (rows differ widely in length)
-            d.update(class_ids=self.class_ids, scores=s[valid], keys=k[valid], counts=c, **self.ids.to_arrays())
+            if int(np.sum(c)) < s.size // 2:  # rows differ widely in length (top-k mode): each class's
+                valid = np.arange(s.shape[1])[None, :] < np.asarray(c)[:, None]  # entries, concatenated
+                s, k = s[valid], k[valid]
+            else:  # rows nearly full (all-classes mode): as they are, with no copy (past a count: zeros)
+                s, k = _zero_past_counts(s, c), _zero_past_counts(k, c)
+            d.update(class_ids=self.class_ids, scores=s, keys=k, counts=c, **self.ids.to_arrays())
         else:
             files = sorted(self.video_text)
             d.update(line_files=np.array(files, np.int64),
@@ -51,6 +54,8 @@ class Partial:
             kind = str(d["kind"])
             num_files = int(d["num_files"])
             if kind == "segment":
+                if np.shape(d["counts"]) != np.shape(d["class_ids"]):
+                    raise ValueError(f"counts for {np.size(d['counts'])} classes, {np.size(d['class_ids'])} class ids")
                 return cls(kind, num_files, int(d["top_n"]), d["class_ids"],
                            _ranking_rows(d["scores"], d["keys"], d["counts"]), IdTable.from_arrays(num_files, d))
             return cls(kind, num_files, video_text={int(f): str(t) for f, t in zip(d["line_files"], d["line_text"])})
@@ -88,13 +93,25 @@ class Partial:
                     f.write(self.video_text[fidx])
 
 
+def _zero_past_counts(a, counts):
+    """a [J, M] with each row's entries past its count set to zero, in place (a file saved twice from
+    the same ranking has the same bytes)."""
+    for j, c in enumerate(np.asarray(counts).tolist()):
+        a[j, c:] = 0
+    return a
+
+
 def _ranking_rows(scores, keys, counts):
     """(scores [J, M], keys [J, M], counts) from the per-class entries concatenated in class order."""
     counts = np.asarray(counts, np.int64)
-    if scores.ndim == 2:  # rows as they are (partials written before the entries were concatenated)
+    if scores.shape != keys.shape or counts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"scores {scores.shape}, keys {keys.shape} and counts {counts.shape} do not match")
+    if scores.ndim == 2:  # rows as they are
+        if scores.shape[0] != counts.size or (counts > scores.shape[1]).any():
+            raise ValueError(f"{scores.shape[0]} rows of {scores.shape[1]} entries for counts of {counts.size} classes")
         return scores, keys, counts
-    if scores.shape != keys.shape or scores.ndim != 1 or scores.size != int(counts.sum()) or (counts < 0).any():
-        raise ValueError(f"{scores.size} scores and {keys.size} keys for {int(counts.sum())} ranked entries")
+    if scores.ndim != 1 or scores.size != int(counts.sum()):
+        raise ValueError(f"{scores.size} scores and keys for {int(counts.sum())} ranked entries")
     valid = np.arange(int(counts.max(initial=0)))[None, :] < counts[:, None]
     s = np.zeros(valid.shape, np.float32)
     k = np.zeros(valid.shape, np.int64)
