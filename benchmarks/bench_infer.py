@@ -15,6 +15,9 @@ Ours: `infer` with ONNX Runtime (CPU here), in a process of its own without Tens
 runs; TensorFlow's idle thread pools in the same process slowed it by ~15%), in the starter's top-k
 mode (the same work; the two CSVs must agree) and in the default all-classes mode (more work: every
 segment competes in every class, and the CSV holds 1000 x segments ids).
+Ours runs --repeat times per mode before the baseline and as many times after it (the machine's speed
+drifts within minutes; ours takes seconds, the baseline a minute); the median of those runs is reported
+(the lower middle one), with every run's figure on a comment line.
 Prints one line per comparison: NAME ours=X baseline=Y ratio=Z (machine).
 Usage: python benchmarks/bench_infer.py [--videos 16000] [--shards 8] [--model FrameLevelLogisticModel]
 """
@@ -133,17 +136,19 @@ def agreement(a_csv, b_csv):
 
 def run_ours(onnx_path, pattern, out_dir, top_k, max_pred, repeat):
     """Our side, in a process of its own (no TensorFlow loaded, as `yt8m-engine infer` runs): a warm-up
-    run (compiled kernels, page cache), then `repeat` runs per mode; the median run of each mode."""
+    run (compiled kernels, page cache), then `repeat` runs per mode; every run's stats, per mode."""
     from yt8m_engine.infer import infer
 
     kw = dict(segment_labels=True, progress=False, top_k=top_k, segment_max_pred=max_pred)
     infer(onnx_path, pattern, None, **kw)
-    out = {}
-    for mode in ("topk", "all"):
-        runs = [infer(onnx_path, pattern, os.path.join(out_dir, f"ours_{mode}.csv"), segment_mode=mode, **kw)
-                for _ in range(repeat)]
-        out[mode] = sorted(runs, key=lambda st: st.segments / st.wall)[len(runs) // 2].to_dict()
-    return out
+    return {mode: [infer(onnx_path, pattern, os.path.join(out_dir, f"ours_{mode}.csv"), segment_mode=mode,
+                         **kw).to_dict() for _ in range(repeat)]
+            for mode in ("topk", "all")}
+
+
+def median_run(runs):
+    """The median run (of an even number, the lower of the middle two)."""
+    return sorted(runs, key=lambda st: st["segments_per_sec"])[(len(runs) - 1) // 2]
 
 
 def main():
@@ -153,7 +158,8 @@ def main():
     ap.add_argument("--model", default="FrameLevelLogisticModel")
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--segment-max-pred", type=int, default=100000)
-    ap.add_argument("--repeat", type=int, default=3, help="runs of ours per mode (the median is reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of ours per mode, before and again after the "
+                    "baseline (the median of all is reported)")
     ap.add_argument("--ours", nargs=2, metavar=("MODEL", "PATTERN"), help=argparse.SUPPRESS)  # the child
     args = ap.parse_args()
     if args.ours:
@@ -178,20 +184,28 @@ def main():
                           max_steps=2), echo=lambda s: None)
         onnx_path = os.path.join(tmp, "model.onnx")
         export(train_dir, onnx_path, classes="segment")
-        child = subprocess.run([sys.executable, __file__, "--ours", onnx_path, pattern, "--repeat", str(args.repeat),
-                                "--top-k", str(args.top_k), "--segment-max-pred", str(args.segment_max_pred)],
-                               capture_output=True, text=True, check=True)
-        results = json.loads(child.stdout.strip().splitlines()[-1])
+        def ours():
+            child = subprocess.run([sys.executable, __file__, "--ours", onnx_path, pattern, "--repeat",
+                                    str(args.repeat), "--top-k", str(args.top_k), "--segment-max-pred",
+                                    str(args.segment_max_pred)], capture_output=True, text=True, check=True)
+            return json.loads(child.stdout.strip().splitlines()[-1])
 
+        # ours before and after the baseline, the median of all those runs: the machine's speed drifts
+        # within minutes, and ours takes seconds where the baseline takes a minute
+        before = ours()
         pred = load_baseline_model(train_dir)
         t = time.perf_counter()
         n_base = baseline(pred, files, os.path.join(tmp, "base.csv"), args.top_k, args.segment_max_pred)
         t_base = time.perf_counter() - t
+        after = ours()
+        results = {mode: median_run(before[mode] + after[mode]) for mode in before}
+        spread = {mode: [round(r["segments_per_sec"]) for r in before[mode] + after[mode]] for mode in before}
         agree = agreement(os.path.join(tmp, "ours_topk.csv"), os.path.join(tmp, "base.csv"))
         machine = f"{platform.machine()}, {os.cpu_count()} cores, {results['all']['provider']}"
         print(f"# {args.model}, {n_base} segments of {args.videos} videos in {len(files)} files, top_k={args.top_k}, "
               f"segment_max_pred={args.segment_max_pred}; baseline {t_base:.1f} s")
         print(f"# top-k mode vs baseline: {agree:.4f} of the (segment, class) pairs agree")
+        print(f"# ours, segments/s of each run ({args.repeat} before the baseline, {args.repeat} after): {spread}")
         for mode, st in results.items():
             assert st["segments"] == n_base, (st["segments"], n_base)
             ours = st["segments_per_sec"]
