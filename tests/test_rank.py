@@ -78,7 +78,7 @@ def test_topn_starter_mode_enters_only_top_k_classes():
     scores = rng.random((200, 10)).astype(np.float32)
     keys = np.arange(200, dtype=np.int64)
     t = TopN(10, 1000)
-    t.push(scores, keys, topk(scores, 2)[0])
+    t.push_top(*topk(scores, 2), keys)
     s, k, c = t.result()
     assert c.sum() == 400
     for j in range(10):
@@ -123,16 +123,19 @@ def test_topn_pushes_from_several_threads_equal_one_thread(starter_mode):
     rng = np.random.default_rng(4)
     scores = np.floor(rng.random((4000, 50)) * 20).astype(np.float32)  # ties: the key decides
     keys = rng.permutation(10 ** 6)[:4000].astype(np.int64)
-    top = topk(scores, 3)[0] if starter_mode else None
+    top_cls, top_sc = topk(scores, 3)
 
-    def part(a, b):
-        return scores[a:b], keys[a:b], None if top is None else top[a:b]
+    def push(t, a, b):
+        if starter_mode:
+            t.push_top(top_cls[a:b], top_sc[a:b], keys[a:b])
+        else:
+            t.push(scores[a:b], keys[a:b])
 
     one = TopN(50, 120, stripes=4)
     for a in range(0, 4000, 100):
-        one.push(*part(a, a + 100))
+        push(one, a, a + 100)
     many = TopN(50, 120, stripes=4)
-    threads = [threading.Thread(target=lambda t=t: [many.push(*part(a, a + 100)) for a in range(t * 100, 4000, 400)])
+    threads = [threading.Thread(target=lambda t=t: [push(many, a, a + 100) for a in range(t * 100, 4000, 400)])
                for t in range(4)]
     for t in threads:
         t.start()

@@ -311,8 +311,10 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
                 t0 = add("infer", t0)
                 if segment_labels:
                     keys = segment_keys(fidx, b.record_index[seg_video], seg_start)
-                    top = topk_serial(preds, min(top_k, preds.shape[1]))[0] if starter_mode else None
-                    ranker.push(preds, keys, top)  # thread-safe (locks of its own)
+                    if starter_mode:  # thread-safe (locks of its own)
+                        ranker.push_top(*topk_serial(preds, min(top_k, preds.shape[1])), keys)
+                    else:
+                        ranker.push(preds, keys)
                     with lock:
                         ids.add(fidx, b.record_index, b.ids)
                 else:

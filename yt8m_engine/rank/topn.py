@@ -103,15 +103,17 @@ def _make_room(bs, bk, cnt, thr, j, n):
 
 
 @njit(cache=True, nogil=True)
-def push(scores, keys, classes, bs, bk, cnt, thr, n):
-    """Offer each segment (scores [S, J], keys [S]) to the classes of its row of `classes` [S, m]
-    (its own top-k in the starter's mode; a stripe of classes, broadcast, in the all-classes mode);
-    state bs/bk [J, B], cnt/thr [J]. A score below its class's threshold (or NaN) costs one comparison."""
+def push(scores, keys, classes, aligned, bs, bk, cnt, thr, n):
+    """Offer each segment (keys [S]) to the classes of its row of `classes` [S, m] (a stripe of
+    classes, broadcast, in the all-classes mode; its own top-k in the starter's mode); its score for
+    classes[s, i] is scores[s, classes[s, i]] (scores [S, J]), or scores[s, i] when aligned (scores
+    [S, m]: the top-k scores as they come with the top-k classes, no second look at the full rows).
+    State bs/bk [J, B], cnt/thr [J]. A score below its class's threshold (or NaN) costs one comparison."""
     for s in range(scores.shape[0]):
         k = keys[s]
         for i in range(classes.shape[1]):
             j = classes[s, i]
-            v = scores[s, j]
+            v = scores[s, i] if aligned else scores[s, j]
             if not v >= thr[j]:
                 continue
             if cnt[j] == bs.shape[1]:  # the append is written out: through an inlined helper, 2x slower
@@ -226,20 +228,23 @@ class TopN:
         bounds = np.linspace(0, num_classes, max(1, min(stripes, num_classes)) + 1).astype(int)
         self._stripes = [(int(a), int(b), threading.Lock()) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
-    def push(self, scores: np.ndarray, keys: np.ndarray, top_cls: np.ndarray | None = None) -> None:
-        """Offer segments (scores [S, J], keys [S]) to every class, or with top_cls [S, k] (each row's
-        top-k columns, the starter's mode) only to those."""
+    def push_top(self, top_cls: np.ndarray, top_scores: np.ndarray, keys: np.ndarray) -> None:
+        """The starter's mode: offer each segment (keys [S]) only to its own top-k classes (top_cls
+        [S, k], with their scores top_scores [S, k], as `topk` returns them)."""
+        top_scores = np.ascontiguousarray(top_scores, np.float32)
+        keys = np.ascontiguousarray(keys, np.int64)
+        for _, _, lock in self._stripes:  # any class may be touched: all stripes, in order
+            lock.acquire()
+        try:
+            push(top_scores, keys, top_cls, True, self.bs, self.bk, self.cnt, self.thr, self.n)
+        finally:
+            for _, _, lock in self._stripes:
+                lock.release()
+
+    def push(self, scores: np.ndarray, keys: np.ndarray) -> None:
+        """Offer segments (scores [S, J], keys [S]) to every class."""
         scores = np.ascontiguousarray(scores, np.float32)
         keys = np.ascontiguousarray(keys, np.int64)
-        if top_cls is not None:  # any class may be touched: all stripes, in order
-            for _, _, lock in self._stripes:
-                lock.acquire()
-            try:
-                push(scores, keys, top_cls, self.bs, self.bk, self.cnt, self.thr, self.n)
-            finally:
-                for _, _, lock in self._stripes:
-                    lock.release()
-            return
         todo = list(self._stripes)
         while todo:
             for i, (j0, j1, lock) in enumerate(todo):  # a free stripe if there is one
@@ -250,7 +255,7 @@ class TopN:
                 lock.acquire()
             try:
                 stripe = np.broadcast_to(np.arange(j0, j1, dtype=np.int32), (scores.shape[0], j1 - j0))
-                push(scores, keys, stripe, self.bs, self.bk, self.cnt, self.thr, self.n)
+                push(scores, keys, stripe, False, self.bs, self.bk, self.cnt, self.thr, self.n)
             finally:
                 lock.release()
             todo.pop(i)
@@ -272,8 +277,8 @@ def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: in
     for s, k, c in parts:
         for j in range(num_classes):
             m = int(c[j])
-            if m:  # class j's entries as m "segments" whose every column is the entry's score
-                scores = np.broadcast_to(np.asarray(s[j, :m], np.float32)[:, None], (m, num_classes))
+            if m:  # class j's entries as m "segments", each offered to class j alone
+                scores = np.ascontiguousarray(s[j, :m], np.float32)[:, None]
                 cls = np.broadcast_to(np.array([[j]], np.int32), (m, 1))
-                push(scores, np.ascontiguousarray(k[j, :m], np.int64), cls, t.bs, t.bk, t.cnt, t.thr, t.n)
+                push(scores, np.ascontiguousarray(k[j, :m], np.int64), cls, True, t.bs, t.bk, t.cnt, t.thr, t.n)
     return t.result()
