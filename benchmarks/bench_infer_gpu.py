@@ -38,7 +38,8 @@ def main():
     for model in args.models:
         kw = dict(segment_labels=True, progress=False, providers=args.providers, threads=args.threads,
                   batch_size=args.batch_size)
-        infer(model, pattern, None, **kw)  # warm-up: compile kernels, load CUDA, page cache
+        for mode in args.modes.split(","):  # warm-up: compile each mode's kernels, load CUDA, page cache
+            infer(model, pattern, None, segment_mode=mode, **kw)
         for mode in args.modes.split(","):
             ours = infer(model, pattern, None, io_binding=None, segment_mode=mode, **kw)
             base = infer(model, pattern, None, io_binding=False, segment_mode=mode, **kw)
