@@ -37,11 +37,18 @@ def _code(v, bits):
     return u  # negative: the bits grow with the magnitude
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _score_of(c):
+    """The float32 score whose `_code` is c (not NaN; zero as +0.0)."""
+    u = np.int64(0) if c == 0x7FFFFFFF else (0x7FFFFFFF - c if c < 0x7FFFFFFF else c)
+    return np.array([u], np.int64).astype(np.uint32).view(np.float32)[0]
+
+
 @njit(cache=True, nogil=True)
 def _nth_code(s, n):
-    """(code, ties) of the n-th best score of s (1 <= n <= len(s)): its `_code`, and how many scores
-    with that code are among the n best. A radix select: a histogram pass per 11/11/10 bits of the
-    code, each over the scores whose code shares the digits found so far."""
+    """(code, room, ties) of the n-th best score of s (1 <= n <= len(s)): its `_code`, how many scores
+    with that code are among the n best, and how many s holds. A radix select: a histogram pass per
+    11/11/10 bits of the code, each over the scores whose code shares the digits found so far."""
     bits = s.view(np.int32)
     hist = np.zeros(2048, np.int64)
     prefix = np.int64(0)
@@ -60,7 +67,7 @@ def _nth_code(s, n):
             need -= hist[d]
             d += 1
         prefix = (prefix << width) | d
-    return prefix, need
+    return prefix, need, hist[d]
 
 
 @njit(cache=True, nogil=True)
@@ -69,14 +76,8 @@ def _compact(bs, bk, cnt, n):
     count, threshold score: the n-th). The n-th score by radix select (no copy, no sort), then one pass."""
     if cnt <= n:
         return cnt, -np.inf
-    tc, room = _nth_code(bs[:cnt], n)
-    bits = bs.view(np.int32)
-    t = np.float32(0)
-    ties = 0
-    for i in range(cnt):  # the threshold's score, and how many share it
-        if _code(bs[i], bits[i]) == tc:
-            t = bs[i]
-            ties += 1
+    tc, room, ties = _nth_code(bs[:cnt], n)
+    t = _score_of(tc)
     kmax = np.iinfo(np.int64).max
     if room < ties:  # only some of the scores equal to t fit: those with the smallest keys
         tie_keys = np.empty(ties, np.int64)
@@ -277,8 +278,6 @@ def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: in
     for s, k, c in parts:
         for j in range(num_classes):
             m = int(c[j])
-            if m:  # class j's entries as m "segments", each offered to class j alone
-                scores = np.ascontiguousarray(s[j, :m], np.float32)[:, None]
-                cls = np.broadcast_to(np.array([[j]], np.int32), (m, 1))
-                push(scores, np.ascontiguousarray(k[j, :m], np.int64), cls, True, t.bs, t.bk, t.cnt, t.thr, t.n)
+            if m:  # class j's entries as m "segments" whose top-1 class is j
+                t.push_top(np.broadcast_to(np.array([[j]], np.int32), (m, 1)), s[j, :m, None], k[j, :m])
     return t.result()
