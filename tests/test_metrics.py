@@ -121,7 +121,8 @@ def ref_segment_map(submission, ratings, k):
         npos = sum(1 for (s, cc), v in ratings.items() if cc == c and v == 1)
         if npos == 0:
             continue
-        kept = [ratings[(s, c)] for s in segs[:k] if (s, c) in ratings]
+        rated = [s for s in segs[:k] if (s, c) in ratings]
+        kept = [ratings[(s, c)] for i, s in enumerate(rated) if s not in rated[:i]]  # a repeat counts once
         hits, ap = 0, 0.0
         for i, v in enumerate(kept):
             if v == 1:

@@ -51,6 +51,47 @@ def test_score_matches_reference(synth_dir, tmp_path, cache, seed):
     assert res["label_cache"] == "reused" and len(os.listdir(cache)) == 1
 
 
+def test_repeated_ids_count_once(synth_dir, tmp_path, cache):
+    """Every id written twice (or more) in its class's line scores as if written once, where it first stands."""
+    ratings = ratings_of(synth_dir)
+    rng = np.random.default_rng(3)
+    classes = sorted({c for _, c in ratings})
+    segs = sorted({s for s, _ in ratings})
+    sub = {c: list(rng.permutation(segs)[:50]) for c in classes[:30]}
+    twice = {c: [s for s in v for _ in range(2)] + v[:5] for c, v in sub.items()}
+    write_submission(tmp_path / "once.csv", sub)
+    write_submission(tmp_path / "twice.csv", twice)
+    once = score(str(tmp_path / "once.csv"), f"{synth_dir}/3/frame/validate*")["map"]
+    assert score(str(tmp_path / "twice.csv"), f"{synth_dir}/3/frame/validate*")["map"] == pytest.approx(once, abs=1e-12)
+    assert once == pytest.approx(ref_segment_map(twice, ratings, 100000), abs=1e-9)
+    assert 0 < once < 1
+
+
+@pytest.mark.parametrize("block", [16, 97, 4096])
+def test_streamed_in_small_blocks(synth_dir, tmp_path, cache, block):
+    """Lines cut by block boundaries, lines longer than a block (the block grows), CRLF line ends, blank
+    lines and a last line without a newline score as the whole file does."""
+    ratings = ratings_of(synth_dir)
+    rng = np.random.default_rng(4)
+    classes = sorted({c for _, c in ratings})
+    segs = sorted({s for s, _ in ratings})
+    sub = {c: list(rng.permutation(segs)[: int(rng.integers(0, 80))]) for c in classes[:25]}
+    text = "Class,Segments\r\n" + "".join(f"{c},{' '.join(v)}\r\n" + ("\n" if c % 3 == 0 else "")
+                                           for c, v in sorted(sub.items()))
+    (tmp_path / "s.csv").write_text(text.rstrip("\r\n"))
+    res = score(str(tmp_path / "s.csv"), f"{synth_dir}/3/frame/validate*", block_bytes=block)
+    assert res["map"] == pytest.approx(ref_segment_map(sub, ratings, 100000), abs=1e-9)
+    assert res["submitted_classes"] == len(sub) and res["entries"] == sum(map(len, sub.values()))
+
+
+@pytest.mark.parametrize("block", [8, 1 << 20])
+def test_bad_line_named_in_any_block(synth_dir, tmp_path, cache, block):
+    lines = [f"{c},a:0 b:5" for c in (3, 7, 8, 11)] + ["12,a:0 b:x"] + ["3,a:0"]
+    (tmp_path / "s.csv").write_text("Class,Segments\n" + "\n".join(lines) + "\n")
+    with pytest.raises(Yt8mError, match=r"line 6: malformed segment id 'b:x'"):
+        score(str(tmp_path / "s.csv"), f"{synth_dir}/3/frame/validate*", block_bytes=block)
+
+
 def test_perfect_and_reversed_submission(synth_dir, tmp_path, cache):
     ratings = ratings_of(synth_dir)
     classes = sorted({c for _, c in ratings})
@@ -69,6 +110,8 @@ def test_perfect_and_reversed_submission(synth_dir, tmp_path, cache):
     ("Class,Segments\n3,a:0 b5\n", "line 2: malformed segment id 'b5'"),
     ("Class,Segments\n3,a:x\n", "malformed segment id 'a:x'"),
     ("Class,Segments\nthree,a:0\n", "line 2: expected 'class,segment"),
+    ("", "line 1: the header must be"),
+    ("Class,Segments\n3,a:0\n\n7,b:5\n7,c:0\n", "line 5: class 7 appears on more than one line"),
 ])
 def test_bad_submissions(synth_dir, tmp_path, cache, text, message):
     path = tmp_path / "bad.csv"
