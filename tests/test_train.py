@@ -53,7 +53,7 @@ def test_short_run_beats_untrained(learn_dir, tmp_path, model, kw, epochs, lr):
                            num_epochs=epochs, base_learning_rate=lr, log_every=1000), echo=lambda s: None)
     val = f"{learn_dir}/2/frame/validate*"
     trained = evaluate(str(tmp_path), val)
-    untrained = evaluate("", val, predictor=KerasPredictor(str(tmp_path), f"{tmp_path}/checkpoints/ckpt-0"))
+    untrained = evaluate(str(tmp_path), val, checkpoint=f"{tmp_path}/checkpoints/ckpt-0")
     assert trained["gap"] > 0.2 and untrained["gap"] < 0.02, (trained["gap"], untrained["gap"])
     assert trained["hit_at_one"] > 0.4 > untrained["hit_at_one"] + 0.3
 

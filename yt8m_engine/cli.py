@@ -157,7 +157,7 @@ def train(**kw):
 @opt("model", "model_file", default=None, help="or an exported ONNX file")
 @opt("eval-data-pattern", required=True)
 @bopt("segment-labels", help="also the starter's segment metrics and Kaggle MAP@K")
-@opt("batch-size", type=int, default=256, show_default=True)
+@opt("batch-size", type=int, default=None, help="model batch (default: 64 on a CPU, 256 on a GPU)")
 @opt("top-k", type=int, default=20, show_default=True, help="k of GAP@k")
 @opt("top-n", type=int, default=100000, show_default=True, help="K of the segment MAP@K")
 @opt("segment-label-ids-file", default=None)
@@ -179,17 +179,18 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
     out_dir = output_dir or (os.path.join(train_dir, "eval") if train_dir else model_file + ".eval")
     seen = None
     while True:
+        ckpt = None
         if train_dir:
-            from .train.trainer import latest_checkpoint
+            from .evaluate import checkpoint_path
 
-            ckpt = latest_checkpoint(train_dir)
+            ckpt = checkpoint_path(train_dir)
             if ckpt == seen:
                 time.sleep(poll_seconds)
                 continue
             seen = ckpt
         res = evaluate(target, eval_data_pattern, segment_labels=segment_labels, batch_size=batch_size,
                        top_k=top_k, top_n=top_n, segment_label_ids_file=segment_label_ids_file,
-                       skip_corrupt=skip_corrupt, providers=providers)
+                       skip_corrupt=skip_corrupt, providers=providers, checkpoint=ckpt, progress=not as_json)
         write_reports(res, out_dir, vocabulary)
         if train_dir:
             tensorboard_summaries(res, train_dir)
@@ -209,7 +210,7 @@ def format_eval(res: dict) -> str:
     if "segment_map" in res:
         seg = res["segment"]
         lines.append(f"{'rated segments':<22}{seg['rated_segments']}")
-        for k in ("hit_at_one", "perr", "gap", "map"):
+        for k in ("hit_at_one", "gap", "map"):
             lines.append(f"{'rated segments ' + k:<22}{seg[k]:.4f}")
         lines.append(f"{'MAP@' + str(res['top_n']):<22}{res['segment_map']:.4f} (Kaggle 2019, "
                      f"{res['segment_map_classes']} classes)")

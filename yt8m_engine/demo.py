@@ -18,7 +18,7 @@ def run_demo(out_dir: str, videos: int = 600, seed: int = 0, epochs: int = 12, e
     from .infer import infer
     from .score import score
     from .train.config import ModelConfig, TrainConfig
-    from .train.trainer import KerasPredictor, train
+    from .train.trainer import train
 
     data = os.path.join(out_dir, "data")
     train_dir = os.path.join(out_dir, "model")
@@ -50,8 +50,7 @@ def run_demo(out_dir: str, videos: int = 600, seed: int = 0, epochs: int = 12, e
     val = os.path.join(data, "2/frame/validate*.tfrecord")
     trained = evaluate(train_dir, val)
     write_reports(trained, os.path.join(train_dir, "eval"))
-    untrained = evaluate(train_dir, val, predictor=KerasPredictor(
-        train_dir, os.path.join(train_dir, "checkpoints", "ckpt-0")))
+    untrained = evaluate(train_dir, val, checkpoint=os.path.join(train_dir, "checkpoints", "ckpt-0"))
     results["eval"] = {"trained": {k: trained[k] for k in ("hit_at_one", "perr", "gap", "map")},
                        "untrained": {k: untrained[k] for k in ("hit_at_one", "perr", "gap", "map")}}
 

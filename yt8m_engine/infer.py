@@ -182,46 +182,110 @@ def open_model(path: str, opts: Options) -> OnnxModel:
     return OnnxModel(path, opts.providers, threads=intra, io_binding=opts.io_binding, spin=False)
 
 
+class SegmentJob:
+    """infer --segment_labels: each chunk's 5-frame segments scored on the segment classes and offered
+    to the shared per-class top-N (all-classes mode) or, each segment's top-k only (the starter's mode)."""
+
+    pad_frames = fmt.SEGMENT_SIZE
+    ratings = False
+
+    def __init__(self, model: OnnxModel, opts: Options, num_files: int):
+        if not model.info.frame_features:
+            raise Yt8mError(f"{model.path}: a video-level model cannot score 5-frame segments; use a frame-level model")
+        self.model, self.opts, self.num_files = model, opts, num_files
+        self.seg_ids = fmt.load_segment_label_ids(opts.segment_label_ids_file)
+        self.cols = model.columns_for(self.seg_ids)
+        # on a CPU small batches keep the float intermediates in cache (64 segments: 6% faster than
+        # 256, 2.5x faster than 8192)
+        self.batch_size = opts.batch_size or (8192 if model.on_gpu else 64)
+        self.chunk = opts.chunk or (256 if model.on_gpu else 64)
+        self.ranker = TopN(len(self.seg_ids), opts.segment_max_pred)
+        self.ids = IdTable(num_files)
+        self.lock = threading.Lock()
+
+    def run(self, fidx: int, b, state: dict, tick) -> int:
+        frames, nf, seg_video, seg_start = b.segments()
+        preds = predict_segments(self.model, frames, nf, self.batch_size, self.cols, state.get("preds"))
+        state["preds"] = preds.base if preds.base is not None else preds  # reused chunk after chunk
+        tick("infer")
+        keys = segment_keys(fidx, b.record_index[seg_video], seg_start)
+        if self.opts.segment_mode == "topk":  # thread-safe (locks of its own)
+            self.ranker.push_top(*topk_serial(preds, min(self.opts.top_k, preds.shape[1])), keys)
+        else:
+            self.ranker.push(preds, keys)
+        with self.lock:
+            self.ids.add(fidx, b.record_index, b.ids)
+        tick("rank")
+        return int(nf.shape[0])
+
+    def result(self) -> Partial:
+        return Partial.from_topn(self.ranker, self.seg_ids, self.ids, self.num_files)
+
+
+class VideoJob:
+    """infer without --segment_labels: each video's top-k classes as CSV lines."""
+
+    pad_frames = 1
+    ratings = False
+
+    def __init__(self, model: OnnxModel, opts: Options, num_files: int):
+        self.model, self.opts, self.num_files = model, opts, num_files
+        # 16 videos of similar length (taken from a chunk of 256): 2.9x faster than 256 videos
+        self.batch_size = opts.batch_size or (256 if model.on_gpu else 16)
+        self.chunk = opts.chunk or 256
+        self.lines: dict[int, list[tuple[int, str]]] = {}  # file -> (first record, CSV lines) per chunk
+        self.lock = threading.Lock()
+
+    def run(self, fidx: int, b, state: dict, tick) -> int:
+        preds = predict_videos(self.model, b, self.batch_size)
+        tick("infer")
+        c, sc = topk_serial(preds, min(self.opts.top_k, preds.shape[1]))
+        lines = video_csv_lines(b.ids, self.model.info.class_ids[c], sc)
+        with self.lock:
+            self.lines.setdefault(fidx, []).append((int(b.record_index[0]) if len(b) else 0, lines))
+        tick("rank")
+        return 0
+
+    def result(self) -> Partial:
+        return Partial("video", self.num_files, video_text={f: "".join(t for _, t in sorted(v))
+                                                            for f, v in self.lines.items()})
+
+
 def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
               progress: bool = False) -> tuple[Stats, Partial]:
-    """The pipeline over the given (file index, path) pairs; model: a path or an OnnxModel.
+    """Inference over the given (file index, path) pairs; model: a path or an OnnxModel."""
+    if not isinstance(model, OnnxModel):
+        model = open_model(model, opts)
+    job = (SegmentJob if opts.segment_labels else VideoJob)(model, opts, num_files)
+    stats = run_pipeline(model, work, job, opts, progress)
+    t0 = time.perf_counter()
+    partial = job.result()
+    stats.stage["rank"] += time.perf_counter() - t0
+    return stats, partial
+
+
+def run_pipeline(model: OnnxModel, work: list[tuple[int, str]], job, opts: Options, progress: bool = False) -> Stats:
+    """The reader -> workers pipeline over the given (file index, path) pairs, shared by infer and eval.
 
     One reader thread reads the files in blocks of whole records and checks their framing (CRCs),
-    then hands out chunks of records; `opts.threads` worker threads each take a chunk and carry it
-    through parse (+ segment layout), the model and ranking, then take the next. Each stage releases the GIL (Numba nogil
-    kernels, ONNX Runtime), so the workers keep every core busy with no hand-off between stages, and
-    a chunk's frames are still in cache when the model reads them. The shared top-N takes updates
-    from several workers at once (class stripes under locks of their own); its result never depends
-    on the order of chunks.
+    then hands out chunks of `job.chunk` records; `opts.threads` worker threads each take a chunk,
+    parse it (frames padded to `job.pad_frames`: 5 writes them straight into the segment layout) and
+    hand it (with the rated segments where `job.ratings`) to `job.run(file index, batch, worker state, tick)`, which runs the model and ranks or
+    scores (tick(stage) books the time since the last tick), then take the next. Each stage releases
+    the GIL (Numba nogil kernels, ONNX Runtime), so the workers keep every core busy with no hand-off
+    between stages, and a chunk's frames are still in cache when the model reads them. A job's shared
+    state takes updates from several workers at once; its result never depends on the order of chunks.
     """
     t_wall = time.perf_counter()
     workers = _workers(opts)
-    if not isinstance(model, OnnxModel):
-        model = open_model(model, opts)
     info = model.info
-    segment_labels = opts.segment_labels
-    top_k = opts.top_k
-    if segment_labels and not info.frame_features:
-        raise Yt8mError(f"{model.path}: a video-level model cannot score 5-frame segments; use a frame-level model")
     stats = Stats(files=len(work), provider=model.provider)
-    seg_ids = fmt.load_segment_label_ids(opts.segment_label_ids_file) if segment_labels else None
-    cols = model.columns_for(seg_ids) if segment_labels else None
-    batch_size = opts.batch_size
-    if batch_size is None:
-        # on a CPU small batches keep the float intermediates in cache (64 segments: 6% faster than 256,
-        # 2.5x faster than 8192; 16 videos of similar length: 2.9x faster than 256 videos)
-        batch_size = (8192 if model.on_gpu else 64) if segment_labels else (256 if model.on_gpu else 16)
-    # videos a worker takes at a time (videos: enough to batch them by length)
-    chunk = opts.chunk or (64 if segment_labels and not model.on_gpu else 256)
+    chunk = job.chunk
     block_bytes = 16 << 20  # bytes read at a time (whole records)
     lock = threading.Lock()
     q_chunks: queue.Queue = queue.Queue(maxsize=4 * workers)
     errors: list[BaseException] = []
     stop = threading.Event()
-    ids = IdTable(num_files)
-    ranker = TopN(len(seg_ids), opts.segment_max_pred) if segment_labels else None
-    starter_mode = opts.segment_mode == "topk"
-    video_lines: dict[int, list[tuple[int, str]]] = {}  # file -> (first record, CSV lines) per chunk
     framer = Reader(info.spec, skip_corrupt=opts.skip_corrupt)  # reads the blocks, reports empty files
 
     def add(key: str, t0: float) -> float:
@@ -280,13 +344,13 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
                 q_chunks.put(_DONE)
 
     def work_chunks():
-        reader = Reader(info.spec, skip_corrupt=opts.skip_corrupt,
-                        pad_frames=fmt.SEGMENT_SIZE if segment_labels else 1)
+        reader = Reader(info.spec, skip_corrupt=opts.skip_corrupt, pad_frames=job.pad_frames,
+                        segments=job.ratings)
         # this worker's frame buffer, reused chunk after chunk, sized for the longest possible chunk
         # up front (growing it would have the OS zero fresh memory again)
         rows = chunk * -(-reader.max_frames // reader.pad_frames) * reader.pad_frames
         store: list = [np.empty((rows, info.spec.total_size), np.uint8)] if info.frame_features else []
-        pred_buf = None  # this worker's prediction buffer, reused likewise
+        state: dict = {}  # the job's per-worker buffers
         try:
             while True:
                 item = q_chunks.get()
@@ -295,37 +359,20 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
                 if stop.is_set():
                     continue
                 fidx, path, buf, offs, lens, status, first, loan = item
-                t0 = time.perf_counter()
+                clock = [time.perf_counter()]
                 try:
                     b = reader.parse_records(buf, offs, lens, status, path, first, store)
                 finally:
                     loan.release()  # the chunk's bytes are copied out: the read buffer may be reused
-                seg = b.segments() if segment_labels else None
-                t0 = add("parse", t0)
-                if segment_labels:
-                    frames, nf, seg_video, seg_start = seg
-                    preds = predict_segments(model, frames, nf, batch_size, cols, pred_buf)
-                    pred_buf = preds.base if preds.base is not None else preds
-                else:
-                    preds = predict_videos(model, b, batch_size)
-                t0 = add("infer", t0)
-                if segment_labels:
-                    keys = segment_keys(fidx, b.record_index[seg_video], seg_start)
-                    if starter_mode:  # thread-safe (locks of its own)
-                        ranker.push_top(*topk_serial(preds, min(top_k, preds.shape[1])), keys)
-                    else:
-                        ranker.push(preds, keys)
-                    with lock:
-                        ids.add(fidx, b.record_index, b.ids)
-                else:
-                    c, sc = topk_serial(preds, min(top_k, preds.shape[1]))
-                    lines = video_csv_lines(b.ids, info.class_ids[c], sc)
-                    with lock:
-                        video_lines.setdefault(fidx, []).append((first, lines))
-                add("rank", t0)
+                clock[0] = add("parse", clock[0])
+
+                def tick(stage: str) -> None:
+                    clock[0] = add(stage, clock[0])
+
+                segments = job.run(fidx, b, state, tick)
                 with lock:
                     stats.videos += len(b)
-                    stats.segments += 0 if seg is None else int(seg[1].shape[0])
+                    stats.segments += segments
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             fail(e)
             while q_chunks.get() is not _DONE:  # drain, so the reader never blocks
@@ -353,16 +400,8 @@ def run_files(model, work: list[tuple[int, str]], num_files: int, opts: Options,
         raise errors[0]
     stats.corrupt += framer.corrupt
     prog.update(stats.videos, stats.segments, final=True)
-
-    t0 = time.perf_counter()
-    if segment_labels:
-        partial = Partial.from_topn(ranker, seg_ids, ids, num_files)
-    else:
-        partial = Partial("video", num_files, video_text={f: "".join(t for _, t in sorted(v))
-                                                          for f, v in video_lines.items()})
-    stats.stage["rank"] += time.perf_counter() - t0
     stats.wall = time.perf_counter() - t_wall
-    return stats, partial
+    return stats
 
 
 def merge(partials: list[str], output_file: str, segment_max_pred: int | None = None) -> dict:

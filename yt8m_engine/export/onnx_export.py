@@ -320,3 +320,24 @@ def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = Fa
         f.write(m.SerializeToString())
     return {"output": output, "model": cfg.model, "step": step, "classes": classes, "fp16": fp16, "frames": frames,
             "bytes": os.path.getsize(output)}
+
+
+def export_checkpoint(train_dir: str, checkpoint: str, outputs: dict[str, str]) -> None:
+    """Export one checkpoint to several files ({classes: path}) with one load of the model."""
+    from ..train.trainer import load_model
+
+    model, cfg, step = load_model(train_dir, checkpoint)
+    for classes, path in outputs.items():
+        m = build_onnx(model, cfg, classes=classes, step=step)
+        with AtomicWriter(path) as f:
+            f.write(m.SerializeToString())
+
+
+if __name__ == "__main__":  # python -m yt8m_engine.export.onnx_export TRAIN_DIR CHECKPOINT CLASSES=PATH ...
+    import sys
+
+    try:
+        export_checkpoint(sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:]))
+    except Yt8mError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

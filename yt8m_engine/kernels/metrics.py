@@ -176,6 +176,23 @@ def _has_label(labels, a, b, c):
     return False
 
 
+@njit(cache=True, nogil=True)
+def _stats_rows(preds, lab_off, labels, a, b, top_cls, top_sc, top_pos, hit, perr):
+    """batch_stats for rows a..b (one thread)."""
+    nc = preds.shape[1]
+    kk = top_cls.shape[1]
+    maxl = 0
+    for i in range(a, b):
+        maxl = max(maxl, lab_off[i + 1] - lab_off[i])
+    mm = max(kk, min(maxl, nc))
+    scratch = _topk_scratch(nc, preds.dtype)
+    cbuf = np.empty(mm, np.int32)
+    sbuf = np.empty(mm, preds.dtype)
+    for i in range(a, b):
+        _row_stats(preds[i], labels, lab_off[i], lab_off[i + 1], kk, i, top_cls, top_sc, top_pos, hit, perr,
+                   cbuf, sbuf, scratch)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def batch_stats(preds, lab_off, labels, k):
     """One pass over a batch: top-k, Hit@1, PERR and the top-k label flags.
@@ -190,19 +207,45 @@ def batch_stats(preds, lab_off, labels, k):
     top_pos = np.zeros((n, kk), np.uint8)
     hit = np.zeros(n, np.float64)
     perr = np.full(n, np.nan)
-    maxl = 0
-    for i in range(n):
-        maxl = max(maxl, lab_off[i + 1] - lab_off[i])
-    mm = max(kk, min(maxl, nc))
     nblk = (n + 255) // 256
     for blk in prange(nblk):
-        scratch = _topk_scratch(nc, preds.dtype)
-        cbuf = np.empty(mm, np.int32)
-        sbuf = np.empty(mm, preds.dtype)
-        for i in range(blk * 256, min(n, blk * 256 + 256)):
-            _row_stats(preds[i], labels, lab_off[i], lab_off[i + 1], kk, i, top_cls, top_sc, top_pos, hit, perr,
-                       cbuf, sbuf, scratch)
+        _stats_rows(preds, lab_off, labels, blk * 256, min(n, blk * 256 + 256), top_cls, top_sc, top_pos, hit, perr)
     return top_cls, top_sc, top_pos, hit, perr
+
+
+@njit(cache=True, nogil=True)
+def batch_stats_serial(preds, lab_off, labels, k):
+    """`batch_stats` on the calling thread only (for callers that are themselves parallel workers)."""
+    n, nc = preds.shape
+    kk = min(k, nc)
+    top_cls = np.empty((n, kk), np.int32)
+    top_sc = np.empty((n, kk), preds.dtype)
+    top_pos = np.zeros((n, kk), np.uint8)
+    hit = np.zeros(n, np.float64)
+    perr = np.full(n, np.nan)
+    _stats_rows(preds, lab_off, labels, 0, n, top_cls, top_sc, top_pos, hit, perr)
+    return top_cls, top_sc, top_pos, hit, perr
+
+
+@njit(cache=True, nogil=True)
+def cross_entropy_sum(preds, lab_off, labels, eps=1e-5):
+    """Sum over rows of the starter's CrossEntropyLoss, -sum_c [y log(p + eps) + (1 - y) log(1 - p + eps)],
+    with y the row's labels (CSR; a label listed twice counts once). One thread, no dense label matrix."""
+    total = 0.0
+    for i in range(preds.shape[0]):
+        row = 0.0
+        for c in range(preds.shape[1]):
+            row += np.log(1.0 - np.float64(preds[i, c]) + eps)
+        for j in range(lab_off[i], lab_off[i + 1]):
+            c = labels[j]
+            again = False
+            for t in range(lab_off[i], j):
+                again |= labels[t] == c
+            if not again:
+                p = np.float64(preds[i, c])
+                row += np.log(p + eps) - np.log(1.0 - p + eps)
+        total -= row
+    return total
 
 
 @njit(cache=True, nogil=True)
@@ -323,14 +366,17 @@ class VideoMetrics:
         self._pos = _Growable(np.uint8)
         self._cls = _Growable(np.int16 if num_classes < 32768 else np.int32)
 
-    def add(self, predictions: np.ndarray, lab_off: np.ndarray, labels: np.ndarray, loss: float | None = None) -> None:
-        """predictions [n, C] float; labels as CSR (offsets [n + 1], class ids)."""
+    def add(self, predictions: np.ndarray, lab_off: np.ndarray, labels: np.ndarray, loss: float | None = None,
+            parallel: bool = True) -> None:
+        """predictions [n, C] float; labels as CSR (offsets [n + 1], class ids). parallel=False: on the
+        calling thread only (for callers that are themselves parallel workers)."""
         preds = np.ascontiguousarray(predictions, dtype=np.float32)
         n = preds.shape[0]
         if n == 0:
             return
         labels = np.asarray(labels, np.int64)
-        top_cls, top_sc, top_pos, hit, perr = batch_stats(preds, np.asarray(lab_off, np.int64), labels, self.top_k)
+        stats = batch_stats if parallel else batch_stats_serial
+        top_cls, top_sc, top_pos, hit, perr = stats(preds, np.asarray(lab_off, np.int64), labels, self.top_k)
         self.positives += np.bincount(labels, minlength=self.num_classes)[: self.num_classes]
         self.hits += float(hit.sum())
         ok = ~np.isnan(perr)
@@ -342,6 +388,19 @@ class VideoMetrics:
         self._scores.extend(top_sc)
         self._pos.extend(top_pos)
         self._cls.extend(top_cls.astype(self._cls.a.dtype))
+
+    def merge(self, other: "VideoMetrics") -> None:
+        """Take in what another accumulator (of the same classes and k) has seen."""
+        assert other.num_classes == self.num_classes and other.top_k == self.top_k
+        self.positives += other.positives
+        self.hits += other.hits
+        self.perr_sum += other.perr_sum
+        self.perr_rows += other.perr_rows
+        self.videos += other.videos
+        self.loss_sum += other.loss_sum
+        self._scores.extend(other._scores.values)
+        self._pos.extend(other._pos.values)
+        self._cls.extend(other._cls.values)
 
     def add_dense(self, predictions: np.ndarray, dense_labels: np.ndarray, loss: float | None = None) -> None:
         rows, cls = np.nonzero(np.asarray(dense_labels) > 0)
