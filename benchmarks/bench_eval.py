@@ -8,11 +8,12 @@ frames gathered per unique start time, dense labels = the ratings' scores, label
 classes) -> batches of 1024 (eval.py's default) -> the model on all 3862 classes (times the label
 weights for segments) -> EvaluationMetrics: Hit@1 and PERR in numpy, GAP and mAP with the starter's
 heapq AveragePrecisionCalculators (bench_metrics.py has them), the cross-entropy loss in numpy.
-Ours: `yt8m-engine eval --train_dir ... --run_once` in a process of its own, its export cache removed
-before every run (a fresh checkpoint: the export in a TensorFlow subprocess is inside the clock).
+Ours: `yt8m-engine eval --train_dir ... --run_once` in a process of its own, on the ONNX files the
+trainer wrote beside the checkpoint (so no TensorFlow in the eval process; a train_dir of an older
+version is exported in a subprocess first: `--cold` times that path).
 Ours evaluates every 5-frame segment (for the Kaggle MAP) where the starter scores the rated ones only.
 
-Each side is timed as a whole process (wall time, peak RSS from wait4, children included); ours runs
+Each side is timed as a whole process (wall time, peak RSS of it and its children: proc.py); ours runs
 --repeat times before the baseline and as many after it, the median is reported.
 Prints: eval_seconds[MODEL,MODE] ours=X baseline=Y ratio=Z (peak RSS ours / baseline, machine).
 Usage: python benchmarks/bench_eval.py [--videos 2000] [--model FrameLevelLogisticModel] [--repeat 1]
@@ -22,16 +23,15 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proc import timed  # noqa: E402
 NUM_CLASSES = 3862
 
 
@@ -63,7 +63,8 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
             return tf.data.Dataset.from_tensors((frames, n, tf.minimum(labels, 1.0), tf.ones([NUM_CLASSES])))
         uniq, idx = tf.unique(c["segment_start_times"].values, out_idx=tf.int64)
         rng = uniq[:, None] + tf.range(5, dtype=tf.int64)[None, :]
-        segs = tf.gather_nd(frames, rng[:, :, None])
+        # zero frames past the end (a rated segment may run past a synthetic video's last frame)
+        segs = tf.gather_nd(tf.pad(frames, [[0, 5], [0, 0]]), rng[:, :, None])
         ns = tf.shape(segs)[0]
         ind = tf.stack([idx, c["segment_labels"].values], -1)
         labels = tf.scatter_nd(ind, c["segment_scores"].values, [tf.cast(ns, tf.int64), NUM_CLASSES])
@@ -96,28 +97,13 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
                       "map": float(np.mean(aps)), "loss": loss / n}))
 
 
-def timed(cmd, env=None):
-    """(seconds, peak RSS MB, stdout) of a command in a process of its own; wait4's peak RSS covers the
-    process and the children it waited for (our export subprocess)."""
-    t = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, ru = os.wait4(p.pid, 0)
-        p.returncode = status
-        dt = time.perf_counter() - t
-        out.seek(0)
-        err.seek(0)
-        if status != 0:
-            sys.exit(f"failed: {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
-        return dt, ru.ru_maxrss / 1024, out.read().decode()
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=2000)
     ap.add_argument("--model", default="FrameLevelLogisticModel")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--modes", default="video,segment")
+    ap.add_argument("--cold", action="store_true", help="remove the trainer's exports before each of our runs")
     ap.add_argument("--side", choices=["baseline"], help=argparse.SUPPRESS)
     ap.add_argument("--train-dir", help=argparse.SUPPRESS)
     ap.add_argument("--pattern", help=argparse.SUPPRESS)
@@ -149,7 +135,8 @@ def main():
             base_cmd += ["--segment-labels"] if seg else []
 
             def ours():
-                shutil.rmtree(os.path.join(train_dir, "export"), ignore_errors=True)
+                if args.cold:
+                    shutil.rmtree(os.path.join(train_dir, "export"), ignore_errors=True)
                 return timed(ours_cmd)
 
             ours()  # warm-up: compiled kernels, page cache

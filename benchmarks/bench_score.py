@@ -14,7 +14,7 @@ line (`split(",")`, `split(" ")`, a dict look-up per id), then per class its Ave
 (a heapq of (prediction, actual) tuples, then numpy sorting in ap_at_n) and the mean.
 Ours: the `yt8m-engine score` command in a process of its own.
 
-Each side runs in its own process (wall time of the whole process, peak RSS from wait4); ours runs
+Each side runs in its own process (wall time of the whole process, peak RSS: proc.py); ours runs
 --repeat times before the baseline and as many times after it, the median of its runs is reported.
 Both sides must print the same MAP (to 1e-6). Prints: NAME ours=X baseline=Y ratio=Z (peak RSS, machine).
 Usage: python benchmarks/bench_score.py [--videos 2000] [--ids 100000] [--repeat 1]
@@ -24,12 +24,13 @@ import heapq
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proc import timed  # noqa: E402
 
 
 # -- the baseline: segment_eval_inference.py ------------------------------------------------------
@@ -118,18 +119,6 @@ def make_data(tmp, videos, ids_per_class, seed=0):
     return pattern, cache, sub, seg_ids.size
 
 
-def run(cmd, env=None):
-    """(seconds, peak RSS MB, stdout) of a command in a process of its own."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    out = p.stdout.read().decode()
-    _, status, ru = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t
-    if status != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{out}")
-    return dt, ru.ru_maxrss / 1024, out
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=2000)
@@ -152,10 +141,10 @@ def main():
         ours_cmd = [exe, "score", sub, "--eval_data_pattern", pattern, "--top_n", str(args.top_n), "--json"]
         base_cmd = [sys.executable, __file__, "--side", "baseline", "--cache", cache, "--submission", sub,
                     "--top-n", str(args.top_n)]
-        run(ours_cmd, env)  # builds our label cache (the starter's is written above), compiles kernels
-        ours = [run(ours_cmd, env) for _ in range(args.repeat)]
-        base = run(base_cmd)
-        ours += [run(ours_cmd, env) for _ in range(args.repeat)]
+        timed(ours_cmd, env)  # builds our label cache (the starter's is written above), compiles kernels
+        ours = [timed(ours_cmd, env) for _ in range(args.repeat)]
+        base = timed(base_cmd)
+        ours += [timed(ours_cmd, env) for _ in range(args.repeat)]
         import json
 
         m_ours = json.loads(ours[0][2])["map"]

@@ -57,15 +57,15 @@ def checkpoint_path(train_dir: str, checkpoint: str | None = None) -> str:
 
 
 def exported(train_dir: str, checkpoint: str | None = None, classes=("all",)) -> dict[str, str]:
-    """ONNX files of a checkpoint ({classes: path}), cached in TRAIN_DIR/export/ and made when missing or
-    older than the checkpoint. The export runs in a process of its own: this one never imports
-    TensorFlow (2 s and 0.5 GB), so an eval costs ONNX Runtime's memory only."""
+    """ONNX files of a checkpoint ({classes: path}) in TRAIN_DIR/export/: the trainer writes them beside
+    every checkpoint it saves; missing ones (older runs) are made in a process of its own, so that this
+    one never imports TensorFlow (2 s and 0.5 GB) and an eval costs ONNX Runtime's memory only."""
+    from .export.paths import export_paths
+
     ckpt = checkpoint_path(train_dir, checkpoint)
     if not os.path.exists(ckpt + ".index"):
         raise Yt8mError(f"{train_dir}: checkpoint {ckpt} not found")
-    folder = os.path.join(train_dir, "export")
-    name = os.path.basename(ckpt)
-    paths = {c: os.path.join(folder, f"{name}{'' if c == 'all' else '.' + c}.onnx") for c in classes}
+    paths = export_paths(train_dir, ckpt, classes)
     stamp = os.path.getmtime(ckpt + ".index")
     todo = {c: p for c, p in paths.items() if not os.path.exists(p) or os.path.getmtime(p) < stamp}
     if todo:
@@ -95,9 +95,9 @@ class EvalJob:
     segments and the shared per-class top-N of the Kaggle metric are the only other state."""
 
     def __init__(self, model: OnnxModel, seg_model: OnnxModel | None, *, segment_labels: bool, batch_size: int,
-                 top_k: int, top_n: int, segment_label_ids_file: str | None):
+                 seg_batch_size: int, top_k: int, top_n: int, segment_label_ids_file: str | None):
         self.model, self.seg_model, self.segment_labels = model, seg_model, segment_labels
-        self.batch_size, self.top_k, self.top_n = batch_size, top_k, top_n
+        self.batch_size, self.seg_batch_size, self.top_k, self.top_n = batch_size, seg_batch_size, top_k, top_n
         self.pad_frames = fmt.SEGMENT_SIZE if segment_labels else 1
         self.ratings = segment_labels  # the reader parses the rated segments
         self.chunk = 64 if segment_labels else 256
@@ -135,7 +135,7 @@ class EvalJob:
         if not self.segment_labels:
             return 0
         frames, nf, sv, ss = b.segments()
-        sp = predict_segments(self.seg_model or self.model, frames, nf, self.batch_size, self.seg_cols,
+        sp = predict_segments(self.seg_model or self.model, frames, nf, self.seg_batch_size, self.seg_cols,
                               state.get("seg_preds"))
         state["seg_preds"] = sp.base if sp.base is not None else sp  # reused chunk after chunk
         tick("infer")
@@ -161,14 +161,18 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
     worker pipeline as infer, every metric accumulated in one pass. Returns the metrics dict (with
     per-class APs and PR points under private keys)."""
     t0 = time.perf_counter()
+    classes = ("all",)
     if segment_labels and os.path.isdir(model):
-        # segments scored by a 1000-class export: no arithmetic for columns that are dropped
-        pred, seg_pred = load_predictor(model, providers, checkpoint, ("all", "segment"), threads)
-    else:
-        pred, seg_pred = load_predictor(model, providers, checkpoint, ("all",), threads)[0], None
+        from .export.paths import eval_classes
+        from .train.config import load_config
+
+        # segments scored by a 1000-class export where there is one: no arithmetic for dropped columns
+        classes = eval_classes(load_config(model)[0])
+    pred, seg_pred = (load_predictor(model, providers, checkpoint, classes, threads) + [None])[:2]
     info = pred.info
-    job = EvalJob(pred, seg_pred, segment_labels=segment_labels,
-                  batch_size=batch_size or (256 if pred.on_gpu else 64), top_k=top_k, top_n=top_n,
+    # on a CPU, 16 videos of similar length a model call (see infer's VideoJob); segments 64
+    job = EvalJob(pred, seg_pred, segment_labels=segment_labels, batch_size=batch_size or (256 if pred.on_gpu else 16),
+                  seg_batch_size=batch_size or (8192 if pred.on_gpu else 64), top_k=top_k, top_n=top_n,
                   segment_label_ids_file=segment_label_ids_file)
     files = resolve_files(eval_data_pattern)
     stats = run_pipeline(pred, list(enumerate(files)), job, Options(threads=threads, skip_corrupt=skip_corrupt),
@@ -196,8 +200,7 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
         res["segment"]["rated_segments"] = seg_res["videos"]
         rk, rc, rl = (np.concatenate([r[i] for r in job.rated]) if job.rated else np.zeros(0, np.int64)
                       for i in range(3))
-        _, keys, counts = job.ranker.result()
-        m, per_class = _kaggle_map(keys, counts, rk, rc, rl, job.seg_ids, top_n)
+        m, per_class = _kaggle_map(job.ranker, rk, rc, rl, job.seg_ids, top_n)
         res["segment_map"] = m
         res["segment_map_classes"] = len(per_class)
         res["top_n"] = top_n
@@ -226,31 +229,42 @@ def _starter_segment_metrics(sm: VideoMetrics, sp, keys, rk, rc, positive):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _ranked_aps(keys, counts, rk, rl, start, positives, top_n):
-    """Kaggle AP of each class from its ranking (keys [J, M] in rank order up to counts[j]) and its rated
-    segments (rk / rl: keys and 1/0 labels sorted by class then key, class j's at start[j]:start[j+1])."""
+def _member_aps(scores, keys, counts, rk, rl, start, positives, top_n):
+    """Kaggle AP of each class from its top-N members (scores / keys [J, M] up to counts[j], in any
+    order) and its rated segments (rk / rl: keys and 1/0 labels sorted by class then key, class j's at
+    start[j]:start[j+1]): the rated members in rank order (score descending, then key), AP over them
+    divided by min(positives, top_n). Unrated members do not count, so their order is never needed."""
     out = np.zeros(counts.shape[0], np.float64)
     for j in prange(counts.shape[0]):
         a, b = start[j], start[j + 1]
         if positives[j] == 0 or a == b:
             continue
-        seen = 0
-        hits = 0
-        ap = 0.0
+        ms = np.empty(b - a, np.float32)
+        mk = np.empty(b - a, np.int64)
+        ml = np.empty(b - a, np.int64)
+        m = 0
         for i in range(counts[j]):
             p = a + np.searchsorted(rk[a:b], keys[j, i])
             if p < b and rk[p] == keys[j, i]:
-                seen += 1
-                if rl[p] == 1:
-                    hits += 1
-                    ap += hits / seen
+                ms[m] = scores[j, i]
+                mk[m] = keys[j, i]
+                ml[m] = rl[p]
+                m += 1
+        by_key = np.argsort(mk[:m], kind="mergesort")
+        order = by_key[np.argsort(-ms[:m][by_key], kind="mergesort")]  # stable: ties stay by key
+        hits = 0
+        ap = 0.0
+        for i in range(m):
+            if ml[order[i]] == 1:
+                hits += 1
+                ap += hits / (i + 1.0)
         out[j] = ap / min(positives[j], top_n)
     return out
 
 
-def _kaggle_map(keys, counts, rk, rc, rl, seg_ids, top_n):
-    """Kaggle 2019 MAP@top_n of the per-class ranking against the rated segments (rk, rc: key and
-    class column of each rating; rl: 1 positive, 0 negative). A rating listed twice counts once."""
+def _kaggle_map(ranker: TopN, rk, rc, rl, seg_ids, top_n):
+    """Kaggle 2019 MAP@top_n of the per-class top-N against the rated segments (rk, rc: key and class
+    column of each rating; rl: 1 positive, 0 negative). A rating listed twice counts once."""
     order = np.lexsort((rk, rc))
     rk, rc, rl = rk[order], rc[order], rl[order]
     if rk.size:  # one (segment, class) rated twice: its first rating
@@ -259,8 +273,8 @@ def _kaggle_map(keys, counts, rk, rc, rl, seg_ids, top_n):
         rk, rc, rl = rk[first], rc[first], rl[first]
     start = np.searchsorted(rc, np.arange(seg_ids.size + 1)).astype(np.int64)
     positives = np.bincount(rc[rl == 1], minlength=seg_ids.size).astype(np.int64)
-    aps = _ranked_aps(keys, counts.astype(np.int64), rk.astype(np.uint64), rl.astype(np.int64), start, positives,
-                      top_n)
+    scores, keys, counts = ranker.members()
+    aps = _member_aps(scores, keys, counts, rk.astype(np.int64), rl.astype(np.int64), start, positives, top_n)
     rated = positives > 0
     per_class = {int(c): float(v) for c, v, r in zip(seg_ids, aps, rated) if r}
     return (float(aps[rated].mean()) if rated.any() else 0.0), per_class
@@ -305,14 +319,15 @@ def write_reports(res: dict, out_dir: str, vocabulary: str | None = None) -> lis
 
 
 def _plot(res: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on the Agg canvas, without pyplot (whose import alone took 0.6 s)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     aps = res["_class_aps"]
     aps = np.sort(aps[~np.isnan(aps)])[::-1]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(np.arange(1, aps.size + 1), aps)
     a1.set(title=f"per-class AP (mAP {res['map']:.3f})", xlabel="classes, by AP", ylabel="AP", ylim=(0, 1.02))
     prec, rec = res["_pr"]
@@ -322,7 +337,6 @@ def _plot(res: dict, path: str) -> None:
     fig.tight_layout()
     with AtomicWriter(path) as f:
         fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
 
 
 def tensorboard_summaries(res: dict, log_dir: str) -> bool:

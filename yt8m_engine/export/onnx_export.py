@@ -19,6 +19,7 @@ from .. import __version__
 from .. import format as fmt
 from ..errors import Yt8mError
 from ..io.tfrecord import AtomicWriter
+from .paths import eval_classes, export_paths
 from ..train.config import ModelConfig
 
 OPSET = 17
@@ -320,6 +321,20 @@ def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = Fa
         f.write(m.SerializeToString())
     return {"output": output, "model": cfg.model, "step": step, "classes": classes, "fp16": fp16, "frames": frames,
             "bytes": os.path.getsize(output)}
+
+
+def export_beside(model, cfg: ModelConfig, step: int, train_dir: str, checkpoint: str) -> None:
+    """Export a live (just saved) model for eval beside its checkpoint, and remove the exports of
+    checkpoints that are gone (rotated out). The trainer calls this: eval then needs no TensorFlow."""
+    for classes, path in export_paths(train_dir, checkpoint, eval_classes(cfg)).items():
+        m = build_onnx(model, cfg, classes=classes, step=step)
+        with AtomicWriter(path) as f:
+            f.write(m.SerializeToString())
+    folder = os.path.join(train_dir, "export")
+    for f in os.listdir(folder):
+        ckpt = os.path.join(os.path.dirname(checkpoint), f.split(".")[0])
+        if f.endswith(".onnx") and not os.path.exists(ckpt + ".index"):
+            os.remove(os.path.join(folder, f))
 
 
 def export_checkpoint(train_dir: str, checkpoint: str, outputs: dict[str, str]) -> None:

@@ -194,6 +194,13 @@ def _finish(bs, bk, cnt, n):
         cnt[j] = c
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def _trim(bs, bk, cnt, n):
+    """Each class's row cut to its n best, in place and in no particular order (classes in parallel)."""
+    for j in prange(bs.shape[0]):
+        cnt[j], _ = _compact(bs[j], bk[j], cnt[j], n)
+
+
 def _lazy_empty(shape: tuple[int, int], dtype) -> np.ndarray:
     """An uninitialised array whose memory is taken from the OS page by page as it is first written
     (an anonymous mapping in small pages): a [classes, N + N/4] buffer costs only what the data
@@ -260,6 +267,14 @@ class TopN:
             finally:
                 lock.release()
             todo.pop(i)
+
+    def members(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores [J, M], keys [J, M], counts [J]): each class's n best in no particular order, for
+        callers that need membership and not the order (no sort: cheaper than `result`). Push nothing
+        afterwards."""
+        _trim(self.bs, self.bk, self.cnt, self.n)
+        m = int(self.cnt.max(initial=0))
+        return self.bs[:, :m], self.bk[:, :m], self.cnt.copy()
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores [J, M], keys [J, M], counts [J]): each class's row in rank order up to its count;

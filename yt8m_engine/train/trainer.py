@@ -142,11 +142,22 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         step_var = tf.Variable(0, dtype=tf.int64, name="step")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=5)
+
+    def save(number: int) -> None:
+        """A checkpoint, and (chief) its ONNX exports beside it for eval, which then needs no TensorFlow."""
+        path = manager.save(checkpoint_number=number)
+        if chief:
+            from ..export.onnx_export import export_beside
+
+            try:
+                export_beside(model, mcfg, number, train_dir, path)
+            except Exception as e:  # noqa: BLE001 - eval exports it itself then; training goes on
+                echo(f"warning: ONNX export of {path} for eval failed ({str(e).splitlines()[0][:200]})")
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         echo(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
     else:
-        manager.save(checkpoint_number=0)  # the untrained model: a reference point for eval
+        save(0)  # the untrained model: a reference point for eval
     start_step = int(step_var.numpy())
     if tcfg.max_steps is not None and start_step >= tcfg.max_steps:
         echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
@@ -216,7 +227,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
                 t_log = now
                 ex_log = 0
             if tcfg.export_model_steps and step % tcfg.export_model_steps == 0:
-                manager.save(checkpoint_number=step)
+                save(step)
                 saved_at = step
             if tcfg.max_steps is not None and step >= tcfg.max_steps:
                 break
@@ -228,7 +239,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
                         "or pass --skip-corrupt to drop bad records") from None
     finally:
         if step != saved_at or manager.latest_checkpoint is None:
-            manager.save(checkpoint_number=step)
+            save(step)
         writer.flush()
     elapsed = time.perf_counter() - t_start
     res = {"steps": step, "loss": last_loss, "examples": examples,
