@@ -139,6 +139,20 @@ def test_eval_on_onnx_alone_matches_train_dir(trained_flm, learn_dir, tmp_path):
         assert a[k] == pytest.approx(b[k], abs=1e-4)
 
 
+@pytest.mark.parametrize("n", [7, 40])
+def test_eval_segment_map_past_its_buffer(trained_flm, learn_dir, tmp_path, n):
+    """With fewer than N segments eval keeps their score rows as they come; with more it moves them into a
+    per-class top-N: either way its Kaggle MAP@N equals infer's N-per-class submission scored at N."""
+    from yt8m_engine.evaluate import evaluate
+
+    _, onnx_path, _ = trained_flm
+    rated = f"{learn_dir}/3/frame/validate*"
+    res = evaluate(onnx_path, rated, segment_labels=True, top_n=n, threads=2)
+    assert res["segments"] > n
+    infer(onnx_path, rated, str(tmp_path / "s.csv"), segment_labels=True, segment_max_pred=n, progress=False)
+    assert res["segment_map"] == pytest.approx(score(str(tmp_path / "s.csv"), rated, top_n=n)["map"], abs=1e-9)
+
+
 def test_eval_cli_segment_metrics_and_reports(trained_flm, learn_dir, tmp_path):
     _, onnx_path, _ = trained_flm
     rated = f"{learn_dir}/3/frame/validate*"

@@ -25,7 +25,7 @@ from .infer import Options, open_model, run_pipeline
 from .io.reader import resolve_files
 from .io.tfrecord import AtomicWriter, frame_record
 from .kernels.metrics import VideoMetrics, cross_entropy_sum, ranked_flags
-from .rank.topn import TopN, segment_keys
+from .rank.topn import SegmentScores, segment_keys
 
 CHECKPOINT_DIR = "checkpoints"  # as train/trainer.py writes them
 
@@ -116,7 +116,7 @@ class EvalJob:
             self.seg_cols = (seg_model or model).columns_for(self.seg_ids)
             self.seg_lut = np.full(fmt.NUM_CLASSES, -1, np.int64)
             self.seg_lut[self.seg_ids] = np.arange(self.seg_ids.size)
-            self.ranker = TopN(self.seg_ids.size, top_n)
+            self.ranker = SegmentScores(self.seg_ids.size, top_n)
 
     def run(self, fidx: int, b, state: dict, tick) -> int:
         if "vm" not in state:  # this worker's accumulators
@@ -229,40 +229,34 @@ def _starter_segment_metrics(sm: VideoMetrics, sp, keys, rk, rc, positive):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _member_aps(scores, keys, counts, rk, rl, start, positives, top_n):
-    """Kaggle AP of each class from its top-N members (scores / keys [J, M] up to counts[j], in any
-    order) and its rated segments (rk / rl: keys and 1/0 labels sorted by class then key, class j's at
-    start[j]:start[j+1]): the rated members in rank order (score descending, then key), AP over them
-    divided by min(positives, top_n). Unrated members do not count, so their order is never needed."""
-    out = np.zeros(counts.shape[0], np.float64)
-    for j in prange(counts.shape[0]):
+def _rated_aps(member, score, rl, start, positives, top_n):
+    """Kaggle AP of each class: its rated pairs (class j's at start[j]:start[j + 1], sorted by key) that
+    are among its top-N, in rank order (score descending, then key), AP over them divided by
+    min(positives, top_n). Unrated segments do not count, so their order is never needed."""
+    out = np.zeros(start.shape[0] - 1, np.float64)
+    for j in prange(start.shape[0] - 1):
         a, b = start[j], start[j + 1]
-        if positives[j] == 0 or a == b:
+        if positives[j] == 0:
             continue
-        ms = np.empty(b - a, np.float32)
-        mk = np.empty(b - a, np.int64)
-        ml = np.empty(b - a, np.int64)
+        idx = np.empty(b - a, np.int64)
         m = 0
-        for i in range(counts[j]):
-            p = a + np.searchsorted(rk[a:b], keys[j, i])
-            if p < b and rk[p] == keys[j, i]:
-                ms[m] = scores[j, i]
-                mk[m] = keys[j, i]
-                ml[m] = rl[p]
+        for i in range(a, b):
+            if member[i]:
+                idx[m] = i
                 m += 1
-        by_key = np.argsort(mk[:m], kind="mergesort")
-        order = by_key[np.argsort(-ms[:m][by_key], kind="mergesort")]  # stable: ties stay by key
+        idx = idx[:m]
+        order = idx[np.argsort(-score[idx], kind="mergesort")]  # stable: ties stay in key order
         hits = 0
         ap = 0.0
         for i in range(m):
-            if ml[order[i]] == 1:
+            if rl[order[i]] == 1:
                 hits += 1
                 ap += hits / (i + 1.0)
         out[j] = ap / min(positives[j], top_n)
     return out
 
 
-def _kaggle_map(ranker: TopN, rk, rc, rl, seg_ids, top_n):
+def _kaggle_map(ranker: SegmentScores, rk, rc, rl, seg_ids, top_n):
     """Kaggle 2019 MAP@top_n of the per-class top-N against the rated segments (rk, rc: key and class
     column of each rating; rl: 1 positive, 0 negative). A rating listed twice counts once."""
     order = np.lexsort((rk, rc))
@@ -273,8 +267,8 @@ def _kaggle_map(ranker: TopN, rk, rc, rl, seg_ids, top_n):
         rk, rc, rl = rk[first], rc[first], rl[first]
     start = np.searchsorted(rc, np.arange(seg_ids.size + 1)).astype(np.int64)
     positives = np.bincount(rc[rl == 1], minlength=seg_ids.size).astype(np.int64)
-    scores, keys, counts = ranker.members()
-    aps = _member_aps(scores, keys, counts, rk.astype(np.int64), rl.astype(np.int64), start, positives, top_n)
+    member, score = ranker.rated(rk, rc)
+    aps = _rated_aps(member, score, rl.astype(np.int64), start, positives, top_n)
     rated = positives > 0
     per_class = {int(c): float(v) for c, v, r in zip(seg_ids, aps, rated) if r}
     return (float(aps[rated].mean()) if rated.any() else 0.0), per_class

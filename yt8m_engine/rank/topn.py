@@ -296,3 +296,70 @@ def merge_rankings(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: in
             if m:  # class j's entries as m "segments" whose top-1 class is j
                 t.push_top(np.broadcast_to(np.array([[j]], np.int32), (m, 1)), s[j, :m, None], k[j, :m])
     return t.result()
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _member_scores(bs, bk, cnt, rk, start, member, score):
+    """For rated keys rk (class j's sorted at start[j]:start[j + 1]): whether each is among its class's
+    kept entries (bs / bk [J, M] up to cnt[j], any order) and its score there."""
+    for j in prange(cnt.shape[0]):
+        a, b = start[j], start[j + 1]
+        if a == b:
+            continue
+        for i in range(cnt[j]):
+            p = a + np.searchsorted(rk[a:b], bk[j, i])
+            if p < b and rk[p] == bk[j, i]:
+                member[p] = True
+                score[p] = bs[j, i]
+
+
+class SegmentScores:
+    """Per-class top-N for eval, which asks only for the rated (segment, class) pairs: each one's score
+    and whether it is among its class's n best. The first n segments' score rows are kept as they come
+    (one contiguous copy a batch, where a TopN writes each score to its class's row: measured 0.9 s
+    of a 2 s eval for 24 k segments x 1000 classes); past n segments they move into a TopN. Memory:
+    n x classes x 4 bytes at most, pages taken as they are written. Thread-safe."""
+
+    def __init__(self, num_classes: int, n: int):
+        self.num_classes, self.n = int(num_classes), int(n)
+        self.rows = _lazy_empty((self.n, self.num_classes), np.float32)
+        self.keys = _lazy_empty((1, self.n), np.int64)[0]
+        self.count = 0
+        self.topn: TopN | None = None
+        self.lock = threading.Lock()
+
+    def push(self, scores: np.ndarray, keys: np.ndarray) -> None:
+        """Segments' scores [S, classes] and keys [S]."""
+        s = scores.shape[0]
+        with self.lock:
+            if self.topn is None and self.count + s <= self.n:
+                self.rows[self.count:self.count + s] = scores
+                self.keys[self.count:self.count + s] = keys
+                self.count += s
+                return
+            if self.topn is None:  # more than n segments: from here on a TopN
+                self.topn = TopN(self.num_classes, self.n)
+                for a in range(0, self.count, 4096):
+                    self.topn.push(self.rows[a:min(self.count, a + 4096)], self.keys[a:min(self.count, a + 4096)])
+                self.rows = self.keys = None
+        self.topn.push(scores, keys)
+
+    def rated(self, rk: np.ndarray, rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(member [R] bool, score [R] float32) of rated pairs (keys rk, class columns rc), which must be
+        sorted by class, then key."""
+        rk = np.ascontiguousarray(rk, np.int64)
+        rc = np.asarray(rc, np.int64)
+        member = np.zeros(rk.size, np.bool_)
+        score = np.zeros(rk.size, np.float32)
+        if self.topn is None:  # every segment seen is a member
+            order = np.argsort(self.keys[:self.count], kind="stable")
+            sk = self.keys[:self.count][order]
+            if sk.size:
+                pos = np.minimum(np.searchsorted(sk, rk), sk.size - 1)
+                member = sk[pos] == rk
+                score[member] = self.rows[order[pos[member]], rc[member]]
+            return member, score
+        start = np.searchsorted(rc, np.arange(self.num_classes + 1)).astype(np.int64)
+        bs, bk, cnt = self.topn.members()
+        _member_scores(bs, bk, cnt, rk, start, member, score)
+        return member, score
