@@ -1,55 +1,206 @@
-"""Training throughput (examples/s) of every built-in model on this machine (CPU here).
+"""Training throughput (steady-state examples/s) of `yt8m-engine train` vs the starter's train.py.
 
-Each model trains on the same synthetic frame- or video-level shards through `yt8m-engine train`'s
-loop (tf.data input, GradientTape, Adam, clipping); the first steps (graph tracing) are excluded.
-There is no baseline to divide by: the starter code's train.py does not run on TF 2 (TF1 queues,
-tf.contrib). Prints: train_examples_per_s[MODEL] ours=X (machine, sizes).
-Usage: python benchmarks/bench_train.py [--steps 20] [--batch-size 64] [--default-sizes]
+Baseline: the starter's way, built here on TensorFlow 2 through tf.compat.v1 in graph mode (the
+original imports tf.contrib and slim, gone from TF 2): its readers (string_input_producer queues,
+TFRecordReader; video level: read_up_to + parse_example over a batch; frame level:
+parse_single_sequence_example a record, decode_raw, dequantized to float32 in the reader and
+resized to 300 frames, batch_join), the input L2-normalised, the same model maths written in raw ops
+(LogisticModel, MoeModel, FrameLevelLogisticModel, DbofModel with SampleRandomFrames after the
+reader, batch norm, relu6, max pooling and an MoE head), CrossEntropyLoss, the L2 penalties,
+tf.train.AdamOptimizer on the exponentially decayed rate, gradients clipped by norm, one
+session.run(train_op) a step. Ours: `yt8m-engine train` as users run it (its defaults; `--xla`
+is reported on its own line where given).
+
+Each side runs in a process of its own (peak RSS of the process: proc.py); both log examples/s over
+windows of steps, the first --warmup steps are dropped, and the median window is reported. The two
+sides alternate model by model. Prints, per model and batch size:
+train_examples_per_s[MODEL,batch B] ours=X baseline=Y ratio=Z (peak RSS ..., machine).
+Usage: python benchmarks/bench_train.py [--models MoeModel,DbofModel] [--batch-sizes 64,1024] [--steps 30]
 """
 import argparse
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-SMALL = dict(dbof_cluster_size=2048, dbof_hidden_size=512, lstm_cells=256, lstm_layers=1, netvlad_cluster_size=16,
-             netvlad_hidden_size=512, nextvlad_cluster_size=16, nextvlad_hidden_size=512)
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proc import timed  # noqa: E402
+
+VIDEO_MODELS = ("LogisticModel", "MoeModel")
+FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel")
+DBOF = dict(dbof_cluster_size=1024, dbof_hidden_size=256)  # the issue's sizes (the starter's: 8192 / 2048)
+NUM_CLASSES, MIXTURES, PENALTY = 3862, 2, 1e-8
+
+
+# -- the baseline ---------------------------------------------------------------------------------
+def _dense(v1, tf, x, n_out, name, bias=True):
+    w = v1.get_variable(name + "/weights", [x.shape[-1], n_out], initializer=v1.glorot_uniform_initializer())
+    v1.add_to_collection("reg", PENALTY * tf.nn.l2_loss(w))
+    y = tf.matmul(x, w)
+    return y + v1.get_variable(name + "/biases", [n_out], initializer=v1.zeros_initializer()) if bias else y
+
+
+def _batch_norm(v1, tf, x, name, axes, decay=0.999):
+    """slim.batch_norm(center=True, scale=True) while training: batch moments, moving averages updated."""
+    d = x.shape[-1]
+    beta = v1.get_variable(name + "/beta", [d], initializer=v1.zeros_initializer())
+    gamma = v1.get_variable(name + "/gamma", [d], initializer=v1.ones_initializer())
+    mm = v1.get_variable(name + "/moving_mean", [d], initializer=v1.zeros_initializer(), trainable=False)
+    mv = v1.get_variable(name + "/moving_variance", [d], initializer=v1.ones_initializer(), trainable=False)
+    mean, var = tf.nn.moments(x, axes)
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, v1.assign(mm, mm * decay + mean * (1 - decay)))
+    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, v1.assign(mv, mv * decay + var * (1 - decay)))
+    return tf.nn.batch_normalization(x, mean, var, beta, gamma, 1e-3)
+
+
+def _moe(v1, tf, x):
+    gates = tf.nn.softmax(tf.reshape(_dense(v1, tf, x, NUM_CLASSES * (MIXTURES + 1), "gates", bias=False),
+                                     [-1, MIXTURES + 1]))
+    experts = tf.nn.sigmoid(tf.reshape(_dense(v1, tf, x, NUM_CLASSES * MIXTURES, "experts"), [-1, MIXTURES]))
+    return tf.reshape(tf.reduce_sum(gates[:, :MIXTURES] * experts, 1), [-1, NUM_CLASSES])
+
+
+def baseline(model, pattern, batch_size, steps, log_every):
+    import glob
+
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    v1.disable_eager_execution()
+    files = sorted(glob.glob(pattern))
+    queue = v1.train.string_input_producer(files, shuffle=True)
+    if model in VIDEO_MODELS:  # YT8MAggregatedFeatureReader
+        _, ser = v1.TFRecordReader().read_up_to(queue, batch_size)
+        f = tf.io.parse_example(ser, {"labels": tf.io.VarLenFeature(tf.int64),
+                                      "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
+                                      "mean_audio": tf.io.FixedLenFeature([128], tf.float32)})
+        feats = tf.concat([f["mean_rgb"], f["mean_audio"]], 1)
+        labels = tf.cast(tf.sparse.to_indicator(f["labels"], NUM_CLASSES), tf.float32)
+        x, labels = v1.train.batch_join([[feats, labels]], batch_size, capacity=batch_size * 5, enqueue_many=True,
+                                        allow_smaller_final_batch=True)
+        x = tf.nn.l2_normalize(x, 1)
+    else:  # YT8MFrameFeatureReader
+        data = []
+        for _ in range(4):  # num_readers
+            _, ser = v1.TFRecordReader().read(queue)
+            c, s = tf.io.parse_single_sequence_example(
+                ser, context_features={"labels": tf.io.VarLenFeature(tf.int64)},
+                sequence_features={k: tf.io.FixedLenSequenceFeature([], tf.string) for k in ("rgb", "audio")})
+            fr = tf.concat([tf.reshape(tf.io.decode_raw(s[k], tf.uint8), [-1, d]) for k, d in (("rgb", 1024),
+                                                                                                ("audio", 128))], 1)
+            fr = tf.cast(fr, tf.float32) * (4.0 / 255) + (4.0 / 512 - 2.0)  # utils.Dequantize
+            n = tf.minimum(tf.shape(fr)[0], 300)
+            fr = tf.ensure_shape(tf.pad(fr[:300], [[0, 300 - n], [0, 0]]), [300, 1152])  # resize_axis
+            lab = tf.cast(tf.sparse.to_indicator(tf.sparse.reshape(c["labels"], [1, -1]), NUM_CLASSES), tf.float32)
+            data.append([tf.expand_dims(fr, 0), lab, tf.expand_dims(n, 0)])
+        fr, labels, nf = v1.train.batch_join(data, batch_size, capacity=batch_size * 5, enqueue_many=True,
+                                             allow_smaller_final_batch=True)
+        fr = tf.nn.l2_normalize(fr, 2)
+        if model == "FrameLevelLogisticModel":
+            x = tf.reduce_sum(fr, 1) / tf.cast(tf.expand_dims(nf, 1), tf.float32)
+        else:  # DbofModel: SampleRandomFrames(30), input BN, clusters, relu6, max pool, hidden, MoE
+            b = tf.shape(fr)[0]
+            idx = tf.cast(tf.random.uniform([b, 30]) * tf.cast(tf.expand_dims(nf, 1), tf.float32), tf.int32)
+            sel = tf.stack([tf.tile(tf.expand_dims(tf.range(b), 1), [1, 30]), idx], 2)
+            x = tf.reshape(tf.gather_nd(fr, sel), [-1, 1152])
+            x = _batch_norm(v1, tf, x, "input_bn", [0])
+            a = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_cluster_size"], "cluster", False),
+                                        "cluster_bn", [0]))
+            x = tf.reduce_max(tf.reshape(a, [-1, 30, DBOF["dbof_cluster_size"]]), 1)
+            x = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_hidden_size"], "hidden", False),
+                                        "hidden_bn", [0]))
+    preds = _moe(v1, tf, x) if model in ("MoeModel", "DbofModel") else tf.nn.sigmoid(_dense(v1, tf, x, NUM_CLASSES,
+                                                                                             "logistic"))
+    eps = 1e-5  # losses.CrossEntropyLoss
+    loss = tf.reduce_mean(tf.reduce_sum(-(labels * tf.math.log(preds + eps)
+                                          + (1 - labels) * tf.math.log(1 - preds + eps)), 1))
+    total = loss + tf.add_n(v1.get_collection("reg"))
+    step = v1.train.get_or_create_global_step()
+    lr = v1.train.exponential_decay(0.01, step * batch_size, 4000000, 0.95, staircase=True)
+    opt = v1.train.AdamOptimizer(lr)
+    grads = [(tf.clip_by_norm(g, 1.0), v) for g, v in opt.compute_gradients(total) if g is not None]
+    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        train_op = opt.apply_gradients(grads, global_step=step)
+    with v1.Session() as sess:
+        sess.run([v1.global_variables_initializer(), v1.local_variables_initializer()])
+        coord = v1.train.Coordinator()
+        threads = v1.train.start_queue_runners(sess=sess, coord=coord)
+        t = time.perf_counter()
+        for i in range(1, steps + 1):
+            _, _, n = sess.run([train_op, loss, tf.shape(preds)[0]])
+            if i % log_every == 0:
+                now = time.perf_counter()
+                print(f"step {i} {log_every * n / (now - t):.1f} ex/s", flush=True)
+                t = now
+        coord.request_stop()
+        coord.join(threads, stop_grace_period_secs=5)
+
+
+def steady_rate(out: str, warmup: int) -> float:
+    """The median examples/s of the windows logged after the first `warmup` steps."""
+    rates = [float(r) for s, r in re.findall(r"^step\s+(\d+)\s.*?([\d.]+) ex/s", out, re.M) if int(s) > warmup]
+    if not rates:
+        sys.exit(f"no rates after step {warmup} in:\n{out[-2000:]}")
+    return float(np.median(rates))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--default-sizes", action="store_true", help="the models' full default sizes (slow on a CPU)")
+    ap.add_argument("--models", default="LogisticModel,MoeModel,FrameLevelLogisticModel,DbofModel")
+    ap.add_argument("--batch-sizes", default="64,1024")
+    ap.add_argument("--steps", type=int, default=40, help="steps a run (batch 64; fewer at larger batches)")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--videos", type=int, default=3000)
+    ap.add_argument("--xla", action="store_true", help="also time ours with --xla")
+    ap.add_argument("--side", choices=["baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--pattern", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--log-every", type=int, default=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.side == "baseline":
+        baseline(args.model, args.pattern, args.batch, args.steps, args.log_every)
+        return 0
     from yt8m_engine.io.synth import synth
-    from yt8m_engine.train.config import FRAME_MODELS, MODELS, ModelConfig, TrainConfig
-    from yt8m_engine.train.trainer import train
 
     tmp = tempfile.mkdtemp(prefix="bench_train_")
-    synth(tmp, videos=600, shards=4, seed=0, test_videos=4)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU"
-    for model in MODELS:
-        frame = model in FRAME_MODELS
-        cfg = ModelConfig(model=model, frame_features=frame,
-                          feature_names=["rgb", "audio"] if frame else ["mean_rgb", "mean_audio"],
-                          **({} if args.default_sizes else SMALL))
-        times = []
-        tcfg = TrainConfig(train_data_pattern=os.path.join(tmp, f"2/{'frame' if frame else 'video'}/train*"),
-                           train_dir=os.path.join(tmp, model), batch_size=args.batch_size,
-                           max_steps=args.steps + 3, num_epochs=100, log_every=1, export_model_steps=0)
-        train(cfg, tcfg, start_new_model=True, echo=lambda s: times.append(time.perf_counter()) if s.startswith("step") else None)
-        # times[k] is when step k+1 was logged: skip the first 3 steps (tracing)
-        dt = times[-1] - times[2]
-        eps = (len(times) - 3) * args.batch_size / dt
-        sizes = "default sizes" if args.default_sizes else "reduced sizes"
-        print(f"train_examples_per_s[{model}] ours={eps:.0f} ({machine}, batch {args.batch_size}, {sizes})")
-    import shutil
-
-    shutil.rmtree(tmp, ignore_errors=True)
+    exe = os.path.join(os.path.dirname(sys.executable), "yt8m-engine")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    try:
+        synth(tmp, videos=args.videos, shards=4, seed=0, test_videos=4)
+        for bs in (int(b) for b in args.batch_sizes.split(",")):
+            scale = max(1, bs // 64)
+            steps = max(args.warmup // scale + 4, args.steps // scale)
+            warm, every = max(1, args.warmup // scale), max(1, 5 // scale)
+            for model in args.models.split(","):
+                frame = model in FRAME_MODELS
+                pattern = os.path.join(tmp, "2/frame/train*" if frame else "2/video/train*")
+                ours_cmd = [exe, "train", "--train_data_pattern", pattern, "--train_dir", os.path.join(tmp, "run"),
+                            "--model", model, "--batch_size", str(bs), "--max_steps", str(steps), "--log_every",
+                            str(every), "--start_new_model", "--export_model_steps", "0", "--num_epochs", "1000"]
+                ours_cmd += [a for k, v in DBOF.items() for a in ("--" + k, str(v))] if model == "DbofModel" else []
+                base_cmd = [sys.executable, __file__, "--side", "baseline", "--model", model, "--pattern", pattern,
+                            "--batch", str(bs), "--steps", str(steps), "--log-every", str(every)]
+                t_o, rss_o, out_o = timed(ours_cmd)
+                t_b, rss_b, out_b = timed(base_cmd)
+                ours, base = steady_rate(out_o, warm), steady_rate(out_b, warm)
+                print(f"train_examples_per_s[{model},batch {bs}] ours={ours:.0f} baseline={base:.0f} "
+                      f"ratio={ours / base:.2f}x (peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; {machine})",
+                      flush=True)
+                if args.xla:
+                    t_x, rss_x, out_x = timed(ours_cmd + ["--xla"])
+                    xla = steady_rate(out_x, warm)
+                    print(f"train_examples_per_s[{model},batch {bs},--xla] ours={xla:.0f} baseline={base:.0f} "
+                          f"ratio={xla / base:.2f}x (peak RSS ours={rss_x:.0f} MB; {machine})", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -44,7 +44,11 @@ class FrameInput(layers.Layer):
 
 @keras.saving.register_keras_serializable("yt8m")
 class SampleFrames(layers.Layer):
-    """DBoF's frame sampling (training only): `iterations` frames drawn uniformly from the valid ones."""
+    """DBoF's frame sampling (training only): `iterations` frames drawn uniformly from the valid ones.
+
+    It takes the raw uint8 frames, before FrameInput: dequantizing and normalising 30 sampled frames
+    instead of all (up to 300) and then sampling is the same arithmetic on the frames that are used.
+    Returns (frames, num_frames): the sample and `iterations` while training, the input otherwise."""
 
     def __init__(self, iterations, random_frames=True, seed=None, **kw):
         super().__init__(**kw)
@@ -52,7 +56,12 @@ class SampleFrames(layers.Layer):
         self.random_frames = random_frames
         self.seed_gen = keras.random.SeedGenerator(seed)
 
-    def call(self, x, num_frames):
+    def call(self, x, num_frames, training=None):
+        if not training:
+            return x, num_frames
+        return self._sample(x, num_frames), ops.full_like(num_frames, self.iterations)
+
+    def _sample(self, x, num_frames):
         n = ops.cast(ops.maximum(num_frames, 1), "float32")[:, None]
         if self.random_frames:
             u = keras.random.uniform((ops.shape(x)[0], self.iterations), seed=self.seed_gen)
@@ -112,7 +121,6 @@ class Dbof(layers.Layer):
         self.cfg = cfg
         c = ModelConfig(**cfg)
         reg = _reg(c)
-        self.sample = SampleFrames(c.iterations, c.sample_random_frames, name="sample")
         bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
         self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
         self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
@@ -137,9 +145,7 @@ class Dbof(layers.Layer):
         return {**super().get_config(), "cfg": self.cfg}
 
     def call(self, x, mask, num_frames, training=None):
-        if training:
-            x = self.sample(x, num_frames)
-            mask = ops.ones_like(x[:, :, :1])
+        # (while training x holds the frames SampleFrames drew, before FrameInput)
         if self.input_bn is not None:
             x = self.input_bn(x, training=training)
         a = self.cluster(x)
@@ -262,7 +268,10 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
                            name=cfg.model)
     frames = keras.Input((None, d), dtype="uint8", name="frames")
     num_frames = keras.Input((), dtype="int32", name="num_frames")
-    x, mask = FrameInput(name="frame_input")(frames, num_frames)
+    fr, nf = frames, num_frames
+    if cfg.model == "DbofModel":  # frames sampled (training only) before they are dequantized
+        fr, nf = SampleFrames(cfg.iterations, cfg.sample_random_frames, name="sample")(frames, num_frames)
+    x, mask = FrameInput(name="frame_input")(fr, nf)
     if cfg.model == "FrameLevelLogisticModel":
         pooled = ops.sum(x, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
     elif cfg.model == "DbofModel":

@@ -135,10 +135,13 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     strategy = _strategy(tf, cluster)
     with strategy.scope():
         model = build_model(mcfg, seed=tcfg.seed)
-        optimizer = make_optimizer(tcfg)
-        if tcfg.mixed_precision:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+        if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
+            optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg))
+            optimizer.build(model.trainable_variables)
+        else:  # one fused op a variable, as TF 1's optimizers (see optim.py)
+            from .optim import FusedOptimizer
+
+            optimizer = FusedOptimizer(tcfg, model.trainable_variables)
         step_var = tf.Variable(0, dtype=tf.int64, name="step")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=5)
@@ -186,9 +189,13 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs, labels, weights):
-        loss, preds = strategy.run(step_fn, args=(inputs, labels, weights))
+        loss, preds = strategy.run(compiled_step if xla else step_fn, args=(inputs, labels, weights))
         loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
         return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
+
+    # default: XLA for video-level models (static shapes) on one replica (no collectives to compile)
+    xla = tcfg.xla if tcfg.xla is not None else (not mcfg.frame_features and strategy.num_replicas_in_sync == 1)
+    compiled_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True)  # --xla
 
     writer = tf.summary.create_file_writer(train_dir if chief else os.path.join(ckpt_dir, "..", "logs"))
     step = start_step

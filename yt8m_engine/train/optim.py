@@ -1,0 +1,72 @@
+"""The starter's optimizers (tf.train.AdamOptimizer and friends) as TensorFlow's fused training ops.
+
+One kernel updates a variable and its slots in one pass (ResourceApplyAdam, ...), as TF 1's optimizers
+did; Keras 3's optimizers run several element-wise ops a variable, each a pass over the weights:
+measured on video-level MoE (22 M weights, batch 64, 2-core CPU) Keras Adam trained at 131 ex/s,
+plain SGD at 226 ex/s. The learning rate follows the starter's staircase exponential decay.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .config import OPTIMIZERS, TrainConfig
+
+_SLOTS = {"adam": ("m", "v"), "sgd": (), "momentum": ("momentum",), "adagrad": ("accumulator",),
+          "rmsprop": ("ms", "mom")}
+
+
+class FusedOptimizer(tf.Module):
+    """apply_gradients with one fused op a variable; checkpointed with its slots and step count."""
+
+    def __init__(self, tcfg: TrainConfig, variables, name: str = "optimizer"):
+        super().__init__(name=name)
+        self.kind = OPTIMIZERS[tcfg.optimizer]
+        self.base_lr = float(tcfg.base_learning_rate)
+        self.decay = float(tcfg.learning_rate_decay)
+        self.decay_steps = max(1, tcfg.learning_rate_decay_examples // tcfg.batch_size)
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
+                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        init = {"accumulator": 0.1, "ms": 1.0}  # tf.train's initial values; the other slots start at 0
+        self.slots = {s: [tf.Variable(tf.fill(v.shape, tf.constant(init.get(s, 0.0), v.dtype)), trainable=False,
+                                      name=f"{s}_{i}") for i, v in enumerate(variables)]
+                      for s in _SLOTS[self.kind]}
+
+    @property
+    def learning_rate(self):
+        """The current rate: base * decay ^ floor(step / decay_steps) (tf.train.exponential_decay, staircase)."""
+        k = tf.math.floordiv(self.iterations, self.decay_steps)
+        return self.base_lr * tf.pow(self.decay, tf.cast(k, tf.float32))
+
+    def apply_gradients(self, grads_and_vars) -> None:
+        """Called in the training step (in replica context under a distribution strategy: the gradients,
+        each replica's share of the mean, are summed across replicas first, so every replica applies
+        the same update to its copy of the variables)."""
+        grads_and_vars = list(grads_and_vars)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in grads_and_vars])
+            grads_and_vars = list(zip(summed, [v for _, v in grads_and_vars]))
+        lr = self.learning_rate
+        t = tf.cast(self.iterations + 1, tf.float32)
+        for i, (g, v) in enumerate(grads_and_vars):
+            var = v.value if hasattr(v, "value") and hasattr(v.value, "handle") else v  # a Keras 3 variable
+            lr_v = tf.cast(lr, var.dtype)
+            if self.kind == "adam":
+                b1, b2 = 0.9, 0.999
+                tf.raw_ops.ResourceApplyAdam(var=var.handle, m=self.slots["m"][i].handle, v=self.slots["v"][i].handle,
+                                             beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=lr_v, beta1=b1,
+                                             beta2=b2, epsilon=1e-8, grad=g)
+            elif self.kind == "sgd":
+                tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=lr_v, delta=g)
+            elif self.kind == "momentum":
+                tf.raw_ops.ResourceApplyMomentum(var=var.handle, accum=self.slots["momentum"][i].handle, lr=lr_v,
+                                                 grad=g, momentum=tf.constant(0.9, var.dtype))
+            elif self.kind == "adagrad":
+                tf.raw_ops.ResourceApplyAdagrad(var=var.handle, accum=self.slots["accumulator"][i].handle, lr=lr_v,
+                                                grad=g)
+            else:
+                tf.raw_ops.ResourceApplyRMSProp(var=var.handle, ms=self.slots["ms"][i].handle,
+                                                mom=self.slots["mom"][i].handle, lr=lr_v,
+                                                rho=tf.constant(0.9, var.dtype), momentum=tf.constant(0.0, var.dtype),
+                                                epsilon=tf.constant(1e-10, var.dtype), grad=g)
+        self.iterations.assign_add(1)
