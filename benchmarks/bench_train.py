@@ -11,6 +11,8 @@ tf.train.AdamOptimizer on the exponentially decayed rate, gradients clipped by n
 session.run(train_op) a step. Ours: `yt8m-engine train` as users run it (its defaults; `--xla`
 is reported on its own line where given).
 
+The machine's fp32 GEMM rate is measured first (TensorFlow, all cores), and each model's ceiling, 80%
+of it over the model's training FLOPs an example (matrix products only), is printed beside the ratio.
 Each side runs in a process of its own (peak RSS of the process: proc.py); both log examples/s over
 windows of steps, the first --warmup steps are dropped, and the median window is reported. The two
 sides alternate model by model. Prints, per model and batch size:
@@ -143,6 +145,32 @@ def baseline(model, pattern, batch_size, steps, log_every):
         coord.join(threads, stop_grace_period_secs=5)
 
 
+def gemm_gflops(seconds: float = 3.0) -> float:
+    """This machine's fp32 matrix-multiply rate through TensorFlow (all cores), GFLOP/s: a [1024, 1152] x
+    [1152, 3862] product (the classifier layers' shape), repeated for about `seconds`."""
+    import tensorflow as tf
+
+    a = tf.random.uniform([1024, 1152])
+    b = tf.random.uniform([1152, 3862])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    f()
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        f().numpy()
+        n += 1
+    return 2 * 1024 * 1152 * 3862 * n / (time.perf_counter() - t) / 1e9
+
+
+def train_flops(model: str) -> float:
+    """fp32 operations an example for one training step: 3x the forward multiply-adds x 2 (the backward
+    pass is twice the forward), counting the matrix products only (DBoF: its 30 sampled frames)."""
+    c, h = DBOF["dbof_cluster_size"], DBOF["dbof_hidden_size"]
+    macs = {"LogisticModel": 1152 * NUM_CLASSES, "FrameLevelLogisticModel": 1152 * NUM_CLASSES,
+            "MoeModel": 1152 * NUM_CLASSES * (2 * MIXTURES + 1),
+            "DbofModel": 30 * 1152 * c + c * h + h * NUM_CLASSES * (2 * MIXTURES + 1)}[model]
+    return 6.0 * macs
+
+
 def steady_rate(out: str, warmup: int) -> float:
     """The median examples/s of the windows logged after the first `warmup` steps."""
     rates = [float(r) for s, r in re.findall(r"^step\s+(\d+)\s.*?([\d.]+) ex/s", out, re.M) if int(s) > warmup]
@@ -175,6 +203,11 @@ def main():
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     try:
         synth(tmp, videos=args.videos, shards=4, seed=0, test_videos=4)
+        t_gemm, _, out = timed([sys.executable, "-c", "import sys; sys.path.insert(0, %r); import bench_train; "
+                                "print(bench_train.gemm_gflops())" % os.path.dirname(os.path.abspath(__file__))])
+        gflops = float(out.split()[-1])
+        print(f"# fp32 GEMM rate of this machine (TensorFlow, all cores): {gflops:.0f} GFLOP/s; a model's ceiling "
+              "below is 80% of it over its training FLOPs an example", flush=True)
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             scale = max(1, bs // 64)
             steps = max(args.warmup // scale + 4, args.steps // scale)
@@ -191,9 +224,10 @@ def main():
                 t_o, rss_o, out_o = timed(ours_cmd)
                 t_b, rss_b, out_b = timed(base_cmd)
                 ours, base = steady_rate(out_o, warm), steady_rate(out_b, warm)
+                ceiling = 0.8 * gflops * 1e9 / train_flops(model)
                 print(f"train_examples_per_s[{model},batch {bs}] ours={ours:.0f} baseline={base:.0f} "
-                      f"ratio={ours / base:.2f}x (peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; {machine})",
-                      flush=True)
+                      f"ratio={ours / base:.2f}x ceiling={ceiling:.0f} (ours at {ours / ceiling:.0%} of it; "
+                      f"peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; {machine})", flush=True)
                 if args.xla:
                     t_x, rss_x, out_x = timed(ours_cmd + ["--xla"])
                     xla = steady_rate(out_x, warm)

@@ -131,8 +131,8 @@ def bopt(name: str, default=False, **kw):
 @opt("l2-penalty", type=float, default=1e-8, show_default=True)
 @opt("seed", type=int, default=0, show_default=True)
 @opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
-@bopt("xla", default=None, help="compile each training step with XLA (default: video-level models only; "
-                                "frame-level batches change shape, and each new shape compiles again)")
+@bopt("xla", default=None, help="compile each training step with XLA (default: on, except across several "
+                                "replicas; frame-level batches are padded to a multiple of 60 frames)")
 @opt("skip-corrupt", is_flag=True, help="drop corrupt records (with a warning) instead of stopping")
 @opt("workers", default=None, help="multi-worker: HOST:PORT,HOST:PORT,... (or set $TF_CONFIG)")
 @opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")

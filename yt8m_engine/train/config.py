@@ -114,7 +114,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     mixed_precision: bool = False
-    xla: bool | None = None  # None: on for video-level models (static shapes), off for frame-level ones
+    xla: bool | None = None  # None: on where one replica trains (see trainer)
     shuffle_buffer: int = 4096
     skip_corrupt: bool = False
 

@@ -103,8 +103,9 @@ def _segments(cfg: ModelConfig):
 
 def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,
                  training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
-                 drop_remainder: bool = False, skip_corrupt: bool = False) -> tf.data.Dataset:
-    """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle)."""
+                 drop_remainder: bool = False, skip_corrupt: bool = False, frame_multiple: int = 1) -> tf.data.Dataset:
+    """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle); frame-level
+    batches padded to a multiple of `frame_multiple` frames."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -135,4 +136,12 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
     d = sum(cfg.feature_sizes)
     ds = ds.padded_batch(batch_size, padded_shapes=({"frames": [None, d], "num_frames": []}, [cfg.num_classes],
                                                     [cfg.num_classes]), drop_remainder=drop_remainder)
+    if frame_multiple > 1:  # a few distinct frame counts (XLA compiles each shape once)
+        def pad(inputs, labels, weights):
+            t = tf.shape(inputs["frames"])[1]
+            extra = (frame_multiple - t % frame_multiple) % frame_multiple
+            return {"frames": tf.pad(inputs["frames"], [[0, 0], [0, extra], [0, 0]]),
+                    "num_frames": inputs["num_frames"]}, labels, weights
+
+        ds = ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

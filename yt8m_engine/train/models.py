@@ -43,6 +43,22 @@ class FrameInput(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("yt8m")
+class MeanFrame(layers.Layer):
+    """FrameLevelLogistic's pooling: the mean over valid frames of the dequantized, L2-normalised frames,
+    as two contractions (per-frame squared norms, then the weighted sum over frames): the float frames
+    are materialised once, not three times (x, x * x, x / ||x||). At batch 1024 x 300 frames each
+    float copy is 1.4 GB."""
+
+    def call(self, frames, num_frames):
+        x = ops.cast(frames, "float32") * float(fmt.DEQUANT_SCALE) + float(fmt.DEQUANT_BIAS)
+        inv = ops.rsqrt(ops.maximum(ops.einsum("btd,btd->bt", x, x), L2_EPS))
+        t = ops.shape(frames)[1]
+        mask = ops.cast(ops.arange(t)[None, :] < ops.cast(num_frames, "int32")[:, None], "float32")
+        w = inv * mask / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
+        return ops.einsum("bt,btd->bd", w, x)
+
+
+@keras.saving.register_keras_serializable("yt8m")
 class SampleFrames(layers.Layer):
     """DBoF's frame sampling (training only): `iterations` frames drawn uniformly from the valid ones.
 
@@ -271,10 +287,10 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
     fr, nf = frames, num_frames
     if cfg.model == "DbofModel":  # frames sampled (training only) before they are dequantized
         fr, nf = SampleFrames(cfg.iterations, cfg.sample_random_frames, name="sample")(frames, num_frames)
-    x, mask = FrameInput(name="frame_input")(fr, nf)
     if cfg.model == "FrameLevelLogisticModel":
-        pooled = ops.sum(x, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
-    elif cfg.model == "DbofModel":
+        return _finish(cfg, head, MeanFrame(name="mean_frame")(frames, num_frames), frames, num_frames)
+    x, mask = FrameInput(name="frame_input")(fr, nf)
+    if cfg.model == "DbofModel":
         pooled = Dbof(_asdict(cfg), name="dbof")(x, mask, num_frames)
     elif cfg.model == "NetVladModel":
         pooled = NetVlad(_asdict(cfg), name="netvlad")(x, mask, num_frames)
@@ -287,8 +303,11 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
         pooled = LastStep(name="last_step")(seq, num_frames)
     else:  # pragma: no cover - validate() guards this
         raise AssertionError(cfg.model)
-    out = head(pooled)
-    out = layers.Activation("linear", dtype="float32", name="predictions")(out)
+    return _finish(cfg, head, pooled, frames, num_frames)
+
+
+def _finish(cfg: ModelConfig, head, pooled, frames, num_frames) -> keras.Model:
+    out = layers.Activation("linear", dtype="float32", name="predictions")(head(pooled))
     return keras.Model({"frames": frames, "num_frames": num_frames}, out, name=cfg.model)
 
 

@@ -166,10 +166,14 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
         return {"steps": start_step, "train_dir": train_dir, "checkpoint": manager.latest_checkpoint}
 
+    # XLA by default on one replica (no collectives to compile); frame-level batches are then padded to
+    # a multiple of 60 frames, so at most 5 frame counts compile (measured on 2 CPU cores, batch 64:
+    # MoE 1.3x, FrameLevelLogistic 1.3x, DBoF 1.4x the plain step's examples/s)
+    xla = tcfg.xla if tcfg.xla is not None else strategy.num_replicas_in_sync == 1
     # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
     ds = make_dataset(files, mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
                       num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=tcfg.shuffle_buffer,
-                      skip_corrupt=tcfg.skip_corrupt)
+                      skip_corrupt=tcfg.skip_corrupt, frame_multiple=60 if xla and not tcfg.segment_labels else 1)
     ds = strategy.experimental_distribute_dataset(ds)
     loss_fn = LOSSES[tcfg.label_loss]
 
@@ -193,8 +197,6 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
         return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
 
-    # default: XLA for video-level models (static shapes) on one replica (no collectives to compile)
-    xla = tcfg.xla if tcfg.xla is not None else (not mcfg.frame_features and strategy.num_replicas_in_sync == 1)
     compiled_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True)  # --xla
 
     writer = tf.summary.create_file_writer(train_dir if chief else os.path.join(ckpt_dir, "..", "logs"))
