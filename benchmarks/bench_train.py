@@ -162,13 +162,15 @@ def gemm_gflops(seconds: float = 3.0) -> float:
 
 
 def train_flops(model: str) -> float:
-    """fp32 operations an example for one training step: 3x the forward multiply-adds x 2 (the backward
-    pass is twice the forward), counting the matrix products only (DBoF: its 30 sampled frames)."""
+    """fp32 operations an example for one training step, matrix products only (DBoF: its 30 sampled
+    frames): 2 a multiply-add, forward and weight gradient for every layer, and the input gradient for
+    layers that read another layer's output (a layer reading the data needs none)."""
     c, h = DBOF["dbof_cluster_size"], DBOF["dbof_hidden_size"]
-    macs = {"LogisticModel": 1152 * NUM_CLASSES, "FrameLevelLogisticModel": 1152 * NUM_CLASSES,
-            "MoeModel": 1152 * NUM_CLASSES * (2 * MIXTURES + 1),
-            "DbofModel": 30 * 1152 * c + c * h + h * NUM_CLASSES * (2 * MIXTURES + 1)}[model]
-    return 6.0 * macs
+    head = 1152 * NUM_CLASSES * (2 * MIXTURES + 1)  # MoE: gates (M + 1) and experts (M) a class
+    first, inner = {"LogisticModel": (1152 * NUM_CLASSES, 0), "FrameLevelLogisticModel": (1152 * NUM_CLASSES, 0),
+                    "MoeModel": (head, 0),
+                    "DbofModel": (30 * 1152 * c, c * h + h * NUM_CLASSES * (2 * MIXTURES + 1))}[model]
+    return 2.0 * (2 * first + 3 * inner)
 
 
 def steady_rate(out: str, warmup: int) -> float:

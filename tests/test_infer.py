@@ -164,7 +164,9 @@ def test_eval_cli_segment_metrics_and_reports(trained_flm, learn_dir, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert {"hit_at_one", "perr", "gap", "map", "segment_map"} <= set(res)
+    # the starter's segment eval: rated segments only, no PERR (~1 for any model with its masking)
+    assert {"hit_at_one", "gap", "map", "rated_segments", "segment_map"} <= set(res) and "perr" not in set(res)
+    assert 0 < res["rated_segments"] < res["segments"]
     # the same Kaggle metric as infer + score
     infer(onnx_path, rated, str(tmp_path / "s.csv"), segment_labels=True, progress=False)
     assert res["segment_map"] == pytest.approx(score(str(tmp_path / "s.csv"), rated)["map"], abs=1e-9)

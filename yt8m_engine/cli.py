@@ -207,13 +207,12 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
 
 def format_eval(res: dict) -> str:
     lines = [f"{'model':<22}{res['model']} (step {res['step']})", f"{'videos':<22}{res['videos']}"]
-    for k in ("hit_at_one", "perr", "gap", "map", "loss"):
-        lines.append(f"{k:<22}{res[k]:.4f}")
     if "segment_map" in res:
-        seg = res["segment"]
-        lines.append(f"{'rated segments':<22}{seg['rated_segments']}")
-        for k in ("hit_at_one", "gap", "map"):
-            lines.append(f"{'rated segments ' + k:<22}{seg[k]:.4f}")
+        lines.append(f"{'rated segments':<22}{res['rated_segments']} (Hit@1, GAP, mAP over these)")
+    for k in ("hit_at_one", "perr", "gap", "map", "loss"):
+        if k in res:
+            lines.append(f"{k:<22}{res[k]:.4f}")
+    if "segment_map" in res:
         lines.append(f"{'MAP@' + str(res['top_n']):<22}{res['segment_map']:.4f} (Kaggle 2019, "
                      f"{res['segment_map_classes']} classes)")
     return "\n".join(lines)

@@ -90,65 +90,63 @@ def load_predictor(model: str, providers: str = "auto", checkpoint: str | None =
 
 
 class EvalJob:
-    """eval as a pipeline job: each worker scores its chunks' videos (and with --segment_labels their
-    5-frame segments) and accumulates the metrics in its own accumulators, merged at the end; rated
-    segments and the shared per-class top-N of the Kaggle metric are the only other state."""
+    """eval as a pipeline job. Video level: each video's predictions against its labels. With
+    --segment_labels, as the starter's eval: the 5-frame segments only (every one of them, for the Kaggle
+    MAP; the rated ones as examples masked to their rated class for Hit@1, GAP and mAP). Each worker
+    accumulates in its own VideoMetrics, merged at the end; rated segments and the per-class segment
+    scores of the Kaggle metric are the only shared state."""
 
-    def __init__(self, model: OnnxModel, seg_model: OnnxModel | None, *, segment_labels: bool, batch_size: int,
-                 seg_batch_size: int, top_k: int, top_n: int, segment_label_ids_file: str | None):
-        self.model, self.seg_model, self.segment_labels = model, seg_model, segment_labels
-        self.batch_size, self.seg_batch_size, self.top_k, self.top_n = batch_size, seg_batch_size, top_k, top_n
+    def __init__(self, model: OnnxModel, *, segment_labels: bool, batch_size: int, top_k: int, top_n: int,
+                 segment_label_ids_file: str | None):
+        self.model, self.segment_labels = model, segment_labels
+        self.batch_size, self.top_k, self.top_n = batch_size, top_k, top_n
         self.pad_frames = fmt.SEGMENT_SIZE if segment_labels else 1
         self.ratings = segment_labels  # the reader parses the rated segments
         self.chunk = 64 if segment_labels else 256
-        class_ids = model.info.class_ids
-        self.lut = np.full(fmt.NUM_CLASSES, -1, np.int64)
-        self.lut[class_ids] = np.arange(class_ids.size)
         self.lock = threading.Lock()
-        self.metrics: list[tuple[VideoMetrics, VideoMetrics | None]] = []
+        self.metrics: list[VideoMetrics] = []
         self.loss_sum = 0.0
-        self.seg_ids = np.zeros(0, np.int64)
         self.rated: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if segment_labels:
             if not model.info.frame_features:
                 raise Yt8mError("--segment_labels needs a frame-level model")
-            self.seg_ids = fmt.load_segment_label_ids(segment_label_ids_file)
-            self.seg_cols = (seg_model or model).columns_for(self.seg_ids)
-            self.seg_lut = np.full(fmt.NUM_CLASSES, -1, np.int64)
-            self.seg_lut[self.seg_ids] = np.arange(self.seg_ids.size)
-            self.ranker = SegmentScores(self.seg_ids.size, top_n)
+            self.class_ids = fmt.load_segment_label_ids(segment_label_ids_file)
+            self.cols = model.columns_for(self.class_ids)
+            self.ranker = SegmentScores(self.class_ids.size, top_n)
+        else:
+            self.class_ids = model.info.class_ids
+        self.lut = np.full(fmt.NUM_CLASSES, -1, np.int64)
+        self.lut[self.class_ids] = np.arange(self.class_ids.size)
 
     def run(self, fidx: int, b, state: dict, tick) -> int:
-        if "vm" not in state:  # this worker's accumulators
-            state["vm"] = VideoMetrics(self.model.info.class_ids.size, self.top_k)
-            state["sm"] = VideoMetrics(self.seg_ids.size, self.top_k) if self.segment_labels else None
+        if "m" not in state:  # this worker's accumulator
+            state["m"] = VideoMetrics(self.class_ids.size, self.top_k)
             with self.lock:
-                self.metrics.append((state["vm"], state["sm"]))
-        preds = predict_videos(self.model, b, self.batch_size)
-        tick("infer")
-        off, cols = _remap(b.label_offsets, b.labels, self.lut)
-        state["vm"].add(preds, off, cols, parallel=False)
-        loss = cross_entropy_sum(preds, off, cols)
-        with self.lock:
-            self.loss_sum += loss
-        tick("rank")
+                self.metrics.append(state["m"])
         if not self.segment_labels:
+            preds = predict_videos(self.model, b, self.batch_size)
+            tick("infer")
+            off, cols = _remap(b.label_offsets, b.labels, self.lut)
+            state["m"].add(preds, off, cols, parallel=False)
+            loss = cross_entropy_sum(preds, off, cols)
+            with self.lock:
+                self.loss_sum += loss
+            tick("rank")
             return 0
         frames, nf, sv, ss = b.segments()
-        sp = predict_segments(self.seg_model or self.model, frames, nf, self.seg_batch_size, self.seg_cols,
-                              state.get("seg_preds"))
-        state["seg_preds"] = sp.base if sp.base is not None else sp  # reused chunk after chunk
+        sp = predict_segments(self.model, frames, nf, self.batch_size, self.cols, state.get("preds"))
+        state["preds"] = sp.base if sp.base is not None else sp  # reused chunk after chunk
         tick("infer")
         keys = segment_keys(fidx, b.record_index[sv], ss)
-        self.ranker.push(sp, keys)  # thread-safe (locks of its own)
+        self.ranker.push(sp, keys)  # thread-safe (a lock of its own)
         rv = np.repeat(np.arange(len(b)), np.diff(b.segment_offsets))  # the rated segments
         rk = segment_keys(fidx, b.record_index[rv], b.segment_starts)
-        rc = self.seg_lut[b.segment_labels]
+        rc = self.lut[b.segment_labels]
         ok = rc >= 0
         positive = b.segment_scores[ok] > 0.5
         with self.lock:
             self.rated.append((rk[ok], rc[ok], positive.astype(np.int64)))
-        _starter_segment_metrics(state["sm"], sp, keys, rk[ok], rc[ok], positive)
+        _starter_segment_metrics(state["m"], sp, keys, rk[ok], rc[ok], positive)
         tick("rank")
         return int(nf.shape[0])
 
@@ -159,52 +157,46 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
              threads: int | None = None, progress: bool = False) -> dict:
     """Evaluate an ONNX file or a train_dir's checkpoint (exported, see `exported`) through the same
     worker pipeline as infer, every metric accumulated in one pass. Returns the metrics dict (with
-    per-class APs and PR points under private keys)."""
+    per-class APs and PR points under private keys). With segment_labels the metrics are the starter's
+    segment metrics over the rated segments (no PERR: with the predictions masked to the rated classes
+    it is ~1 for any model) and the Kaggle MAP@top_n over every segment."""
     t0 = time.perf_counter()
     classes = ("all",)
     if segment_labels and os.path.isdir(model):
         from .export.paths import eval_classes
         from .train.config import load_config
 
-        # segments scored by a 1000-class export where there is one: no arithmetic for dropped columns
-        classes = eval_classes(load_config(model)[0])
-    pred, seg_pred = (load_predictor(model, providers, checkpoint, classes, threads) + [None])[:2]
+        # segments scored by the 1000-class export where there is one: no arithmetic for other columns
+        classes = eval_classes(load_config(model)[0])[-1:]
+    pred = load_predictor(model, providers, checkpoint, classes, threads)[0]
     info = pred.info
-    # on a CPU, 16 videos of similar length a model call (see infer's VideoJob); segments 64
-    job = EvalJob(pred, seg_pred, segment_labels=segment_labels, batch_size=batch_size or (256 if pred.on_gpu else 16),
-                  seg_batch_size=batch_size or (8192 if pred.on_gpu else 64), top_k=top_k, top_n=top_n,
+    # on a CPU, 16 videos of similar length a model call (see infer's VideoJob), or 64 segments
+    job = EvalJob(pred, segment_labels=segment_labels, top_k=top_k, top_n=top_n,
+                  batch_size=batch_size or ((8192 if pred.on_gpu else 64) if segment_labels else
+                                            (256 if pred.on_gpu else 16)),
                   segment_label_ids_file=segment_label_ids_file)
     files = resolve_files(eval_data_pattern)
     stats = run_pipeline(pred, list(enumerate(files)), job, Options(threads=threads, skip_corrupt=skip_corrupt),
                          progress)
-    vm = VideoMetrics(info.class_ids.size, top_k)
-    sm = VideoMetrics(job.seg_ids.size, top_k)
-    for v, s in job.metrics:
-        vm.merge(v)
-        if s is not None:
-            sm.merge(s)
-    res = vm.results()
-    res["loss"] = job.loss_sum / max(vm.videos, 1)
-    res["model"] = info.model
-    res["step"] = info.step
-    res["corrupt"] = stats.corrupt
-    res["_class_aps"] = vm.class_aps()
-    res["_class_ids"] = info.class_ids
-    res["_positives"] = vm.positives
-    res["_pr"] = _pr_points(vm)
-    if segment_labels:
-        seg_res = sm.results()
-        # the starter's segment PERR is left out: with the predictions masked to the rated classes it
-        # is ~1 for any model (a number that tells nothing)
-        res["segment"] = {k: seg_res[k] for k in ("hit_at_one", "gap", "map")}
-        res["segment"]["rated_segments"] = seg_res["videos"]
-        rk, rc, rl = (np.concatenate([r[i] for r in job.rated]) if job.rated else np.zeros(0, np.int64)
+    m = VideoMetrics(job.class_ids.size, top_k)
+    for part in job.metrics:
+        m.merge(part)
+    r = m.results()
+    res = {"videos": stats.videos, "hit_at_one": r["hit_at_one"]}
+    if not segment_labels:
+        res.update(perr=r["perr"], gap=r["gap"], map=r["map"], loss=job.loss_sum / max(m.videos, 1))
+    else:
+        res.update(gap=r["gap"], map=r["map"], rated_segments=r["videos"], segments=stats.segments)
+        rk, rc, rl = (np.concatenate([x[i] for x in job.rated]) if job.rated else np.zeros(0, np.int64)
                       for i in range(3))
-        m, per_class = _kaggle_map(job.ranker, rk, rc, rl, job.seg_ids, top_n)
-        res["segment_map"] = m
+        res["segment_map"], per_class = _kaggle_map(job.ranker, rk, rc, rl, job.class_ids, top_n)
         res["segment_map_classes"] = len(per_class)
         res["top_n"] = top_n
-        res["segments"] = stats.segments
+    res.update(model=info.model, step=info.step, corrupt=stats.corrupt)
+    res["_class_aps"] = m.class_aps()
+    res["_class_ids"] = job.class_ids
+    res["_positives"] = m.positives
+    res["_pr"] = _pr_points(m)
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -18,9 +18,10 @@ Definitions (starter code `eval_util.py`, `average_precision_calculator.py`,
 * PERR: per video with k labels, the share of true labels among its top-k predictions with
   confidence > 0. Unlike the starter, videos without labels are skipped (the starter counts them as 0
   and so lowers PERR by the share of unlabelled videos).
-* Kaggle 2019 segment MAP@K: per class, the submitted segments (truncated at K) keep only the rated
-  (segment, class) pairs; AP over that list is divided by min(positives of the class, K); the mean is
-  over the classes in the submission that have at least one positive rating (0/0 is undefined).
+* Kaggle 2019 segment MAP@K (computed in score.py from a submission and in evaluate.py from the
+  segment scores): per class, the submitted segments (truncated at K) keep only the rated (segment,
+  class) pairs; AP over that list is divided by min(positives of the class, K); the mean is over the
+  classes in the submission that have at least one positive rating (0/0 is undefined).
 """
 from __future__ import annotations
 
@@ -439,31 +440,3 @@ class VideoMetrics:
             "map": self.mean_ap(),
             "loss": self.loss_sum / self.videos if self.videos else 0.0,
         }
-
-
-def segment_map(sub_class: np.ndarray, sub_rank: np.ndarray, sub_label: np.ndarray,
-                class_positives: dict[int, int] | np.ndarray, top_n: int = 100000,
-                classes: np.ndarray | None = None) -> tuple[float, dict]:
-    """Kaggle 2019 MAP@K from a submission already matched against the ratings.
-
-    sub_class / sub_rank: class and 0-based position of each submitted (class, segment) entry;
-    sub_label: 1 positive rating, 0 negative rating, -1 not rated. class_positives[c]: positive ratings
-    of class c; classes: the classes of the submission (default: those with an entry; a class line
-    with no segments counts too). Returns (MAP, {class: AP}) over the submission's classes with at
-    least one positive rating.
-    """
-    keep = (sub_rank < top_n) & (sub_label >= 0)
-    cls = sub_class[keep]
-    order = np.lexsort((sub_rank[keep], cls))
-    cls = cls[order]
-    is_pos = (sub_label[keep][order] == 1).astype(np.uint8)
-    submitted = np.unique(np.concatenate([sub_class, classes if classes is not None else []]).astype(np.int64))
-    numpos = np.array([int(class_positives[c]) if c < len(class_positives) else 0 for c in submitted]
-                      if isinstance(class_positives, np.ndarray) else
-                      [int(class_positives.get(int(c), 0)) for c in submitted], np.int64)
-    # cls is sorted and every value is in `submitted`, so each class's entries are contiguous
-    start = np.append(np.searchsorted(cls, submitted), cls.size).astype(np.int64)
-    aps = ap_groups(is_pos, start, numpos, top_n)
-    rated = numpos > 0
-    per_class = {int(c): float(a) for c, a, r in zip(submitted, aps, rated) if r}
-    return (float(aps[rated].mean()) if rated.any() else 0.0), per_class
