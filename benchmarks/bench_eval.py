@@ -11,7 +11,11 @@ heapq AveragePrecisionCalculators (bench_metrics.py has them), the cross-entropy
 Ours: `yt8m-engine eval --train_dir ... --run_once` in a process of its own, on the ONNX files the
 trainer wrote beside the checkpoint (so no TensorFlow in the eval process; a train_dir of an older
 version is exported in a subprocess first: `--cold` times that path).
-Ours evaluates every 5-frame segment (for the Kaggle MAP) where the starter scores the rated ones only.
+With --segment_labels ours scores every 5-frame segment (for the Kaggle MAP) where the starter scores
+the rated ones only (ours' Hit@1 / GAP / mAP are over the rated ones, as the starter's). Synthetic videos
+have rated segments that run past their last frame: the baseline pads those with zero bytes counted as
+frames (the starter's gather_nd would fail there), ours scores the frames there are, so the two sides'
+segment GAP differ (on the same prediction rows the starter's GAP equals ours to 1e-5).
 
 Each side is timed as a whole process (wall time, peak RSS of it and its children: proc.py); ours runs
 --repeat times before the baseline and as many after it, the median is reported.
@@ -151,7 +155,7 @@ def main():
             print(f"# {mode}: ours' runs {', '.join(f'{t:.2f}' for t, _, _ in runs)} s; ours {o['videos']} videos"
                   f"{', ' + str(o['segments']) + ' segments' if seg else ''}, baseline {b['examples']} examples")
             if seg:
-                print(f"# rated segments: ours hit@1 {o['segment']['hit_at_one']:.4f} gap {o['segment']['gap']:.4f}, "
+                print(f"# rated segments: ours {o['rated_segments']}, hit@1 {o['hit_at_one']:.4f} gap {o['gap']:.4f}, "
                       f"baseline hit@1 {b['hit_at_one']:.4f} gap {b['gap']:.4f}; ours Kaggle MAP {o['segment_map']:.4f}")
             else:
                 print(f"# ours gap {o['gap']:.6f} hit@1 {o['hit_at_one']:.4f}; baseline gap {b['gap']:.6f} "
