@@ -30,27 +30,11 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_metrics import StarterAP  # noqa: E402  (the starter's AveragePrecisionCalculator)
 from proc import timed  # noqa: E402
 
 
 # -- the baseline: segment_eval_inference.py ------------------------------------------------------
-def _ap_at_n(predictions, actuals, total_num_positives):
-    """The starter's AveragePrecisionCalculator.ap_at_n (n=None): sort, then sum precision at positives."""
-    predictions = np.array(predictions)
-    actuals = np.array(actuals)
-    # the starter shuffles before sorting (ties); submission positions are distinct scores here
-    sortidx = sorted(range(len(predictions)), key=lambda k: predictions[k], reverse=True)
-    if total_num_positives == 0:
-        return 0
-    ap = 0.0
-    poscount = 0.0
-    for i in range(len(sortidx)):
-        if actuals[sortidx[i]] > 0:
-            poscount += 1
-            ap += poscount / (i + 1)
-    return ap / total_num_positives
-
-
 def baseline(label_cache, submission, top_n):
     labels = {}
     with open(label_cache) as fobj:  # Labels.from_file
@@ -83,7 +67,7 @@ def baseline(label_cache, submission, top_n):
         num_pos = positive_counter.get(label_id, 0)
         if num_pos > 0:  # filter_empty_classes
             preds, acts = zip(*heap) if heap else ((), ())
-            aps.append(_ap_at_n(preds, acts, num_pos))
+            aps.append(StarterAP.ap_at_n(np.array(preds), np.array(acts), num_pos))
     print(f"MAP {np.mean(aps):.6f}")
 
 

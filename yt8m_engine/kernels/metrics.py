@@ -194,6 +194,13 @@ def _stats_rows(preds, lab_off, labels, a, b, top_cls, top_sc, top_pos, hit, per
                    cbuf, sbuf, scratch)
 
 
+@njit(cache=True, nogil=True)
+def _stats_out(n, kk, dtype):
+    """batch_stats' outputs: top classes, scores and label flags [n, kk], Hit@1 [n], PERR [n] (NaN)."""
+    return (np.empty((n, kk), np.int32), np.empty((n, kk), dtype), np.zeros((n, kk), np.uint8),
+            np.zeros(n, np.float64), np.full(n, np.nan))
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def batch_stats(preds, lab_off, labels, k):
     """One pass over a batch: top-k, Hit@1, PERR and the top-k label flags.
@@ -201,13 +208,8 @@ def batch_stats(preds, lab_off, labels, k):
     preds [n, C]; labels CSR (lab_off [n + 1], labels). Returns (top_cls [n, k], top_score [n, k],
     top_is_pos uint8 [n, k], hit [n] (0/1), perr [n] (NaN for videos without labels)).
     """
-    n, nc = preds.shape
-    kk = min(k, nc)
-    top_cls = np.empty((n, kk), np.int32)
-    top_sc = np.empty((n, kk), preds.dtype)
-    top_pos = np.zeros((n, kk), np.uint8)
-    hit = np.zeros(n, np.float64)
-    perr = np.full(n, np.nan)
+    n = preds.shape[0]
+    top_cls, top_sc, top_pos, hit, perr = _stats_out(n, min(k, preds.shape[1]), preds.dtype)
     nblk = (n + 255) // 256
     for blk in prange(nblk):
         _stats_rows(preds, lab_off, labels, blk * 256, min(n, blk * 256 + 256), top_cls, top_sc, top_pos, hit, perr)
@@ -217,13 +219,8 @@ def batch_stats(preds, lab_off, labels, k):
 @njit(cache=True, nogil=True)
 def batch_stats_serial(preds, lab_off, labels, k):
     """`batch_stats` on the calling thread only (for callers that are themselves parallel workers)."""
-    n, nc = preds.shape
-    kk = min(k, nc)
-    top_cls = np.empty((n, kk), np.int32)
-    top_sc = np.empty((n, kk), preds.dtype)
-    top_pos = np.zeros((n, kk), np.uint8)
-    hit = np.zeros(n, np.float64)
-    perr = np.full(n, np.nan)
+    n = preds.shape[0]
+    top_cls, top_sc, top_pos, hit, perr = _stats_out(n, min(k, preds.shape[1]), preds.dtype)
     _stats_rows(preds, lab_off, labels, 0, n, top_cls, top_sc, top_pos, hit, perr)
     return top_cls, top_sc, top_pos, hit, perr
 
