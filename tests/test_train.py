@@ -206,3 +206,16 @@ def test_xla_option_trains_the_same(synth_dir, tmp_path, xla):
         losses[flag] = [float(ln.split()[3]) for ln in lines if ln.startswith("step")]
     assert len(losses[xla]) == 4
     np.testing.assert_allclose(losses[xla], losses[None], rtol=1e-4)
+
+
+def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path):
+    """TensorFlow's native start-up lines (absl, CUDA stub, oneDNN) never reach the user's terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    runs = [["train", "--train_data_pattern", pattern(synth_dir, False), "--train_dir", str(tmp_path),
+             "--model", "LogisticModel", "--batch_size", "8", "--max_steps", "1"],
+            ["export", "--train_dir", str(tmp_path), "--output", str(tmp_path / "m.onnx")]]
+    for args in runs:
+        r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", *args], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        for noise in ("absl::InitializeLog", "cudart_stub", "oneDNN custom operations"):
+            assert noise not in r.stderr + r.stdout, (args[0], r.stderr)

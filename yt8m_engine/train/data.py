@@ -6,7 +6,7 @@ rated class counts.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from .quiet_tf import tf
 
 from .. import format as fmt
 from .config import ModelConfig

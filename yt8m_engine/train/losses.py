@@ -5,7 +5,7 @@ counts (the starter's open issue #99).
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from .quiet_tf import tf
 
 
 def cross_entropy_loss(predictions, labels, weights=None, epsilon=1e-5):

@@ -12,8 +12,10 @@ num_frames - 1 (a masked LSTM converts to a slow ONNX Loop).
 """
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from .quiet_tf import tf  # noqa: F401  (TensorFlow loaded quietly before Keras loads it)
+
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
 
 from .. import format as fmt
 from .config import ModelConfig

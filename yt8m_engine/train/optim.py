@@ -7,7 +7,7 @@ plain SGD at 226 ex/s. The learning rate follows the starter's staircase exponen
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from .quiet_tf import tf
 
 from .config import OPTIMIZERS, TrainConfig
 

@@ -23,7 +23,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def _tf():
-    import tensorflow as tf
+    from .quiet_tf import tf
 
     return tf
 

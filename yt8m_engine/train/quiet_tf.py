@@ -1,0 +1,37 @@
+"""TensorFlow, imported without its native start-up lines.
+
+Loading TensorFlow writes straight to file descriptor 2 (not through Python), twice on every train and
+export: absl's "All log messages before absl::InitializeLog() ...", the CUDA stub's "Could not find
+cuda drivers ...", oneDNN's notice. Nothing there is for the user to act on, and TF_CPP_MIN_LOG_LEVEL
+does not reach the first two: descriptor 2 points at /dev/null while the library loads. A failed import
+still raises its exception (with its message); everything after the import prints as usual.
+Modules of train/ take `tf` from here instead of importing tensorflow themselves.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def import_tensorflow():
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to silence
+        import tensorflow
+
+        return tensorflow
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tensorflow
+
+
+tf = import_tensorflow()
