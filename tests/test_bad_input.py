@@ -138,7 +138,7 @@ def test_cli_reports_one_line_without_traceback(tmp_path):
     path = write(tmp_path / "p.tfrecord", [good(0), b"\xff\xff\xff\xff garbage"])
     r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "inspect", path, "--json"],
                        capture_output=True, text=True)
-    assert r.returncode == 0  # inspect counts bad records instead of failing
+    assert r.returncode == 1  # inspect reports every bad record, then exits 1: a download check can be scripted
     import json
     totals = json.loads(r.stdout)["totals"]
     assert totals["records"] == 1 and totals["corrupt"] == 1
@@ -147,6 +147,9 @@ def test_cli_reports_one_line_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "inspect", str(tmp_path / "zzz*")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no files match" in r.stderr
+    clean = write(tmp_path / "ok.tfrecord", [good(0)])
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "inspect", clean], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_writer_rejects_bad_values(tmp_path):

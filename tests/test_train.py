@@ -77,14 +77,55 @@ def test_resume_and_start_new_model(synth_dir, tmp_path):
         train(small_config("FrameLevelLogisticModel", moe_num_mixtures=4), tcfg, echo=lambda s: None)
 
 
+def wait_for_checkpoint(train_dir, step, timeout=240):
+    """Until the checkpoint state file (what a resume reads; TensorFlow writes it after the index)
+    names a checkpoint of at least `step`."""
+    from yt8m_engine.evaluate import checkpoint_path
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if int(checkpoint_path(str(train_dir)).rsplit("-", 1)[1]) >= step:
+                return
+        except Yt8mError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint {step} in {train_dir} after {timeout} s")
+
+
+def test_interrupted_run_saves_and_exits_130(synth_dir, tmp_path):
+    """Ctrl-C: a final checkpoint, then exit 130, so that `train && export` does not go on."""
+    cmd = [sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
+           "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "4",
+           "--num_epochs", "1000", "--export_model_steps", "3", "--log_every", "1000"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(tmp_path, 3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (out, err)
+    assert "interrupted: saving a final checkpoint" in out and "Traceback" not in err
+    assert int(latest_checkpoint(str(tmp_path)).rsplit("-", 1)[1]) >= 3
+
+
+def test_run_that_failed_before_its_first_step_does_not_block_the_next(synth_dir, tmp_path):
+    """A frame-level model on video-level files stops before step 1; the corrected command then runs
+    without --start_new_model (only the untrained ckpt-0 was there to protect)."""
+    bad = small_config("FrameLevelLogisticModel")
+    with pytest.raises(Yt8mError):
+        train(bad, TrainConfig(train_data_pattern=pattern(synth_dir, False), train_dir=str(tmp_path), batch_size=8,
+                               max_steps=2), echo=lambda s: None)
+    good = small_config("LogisticModel")
+    r = train(good, TrainConfig(train_data_pattern=pattern(synth_dir, False), train_dir=str(tmp_path), batch_size=8,
+                                max_steps=2), echo=lambda s: None)
+    assert r["steps"] == 2 and load_config(str(tmp_path))[0] == good
+
+
 def test_killed_run_resumes_from_last_checkpoint(synth_dir, tmp_path):
     cmd = [sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
            "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "4",
            "--num_epochs", "1000", "--export_model_steps", "3", "--log_every", "1000"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not os.path.exists(f"{tmp_path}/checkpoints/ckpt-6.index"):
-        time.sleep(0.2)
+    wait_for_checkpoint(tmp_path, 6)
     p.send_signal(signal.SIGKILL)
     p.wait()
     step = int(latest_checkpoint(str(tmp_path)).rsplit("-", 1)[1])

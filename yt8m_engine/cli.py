@@ -74,6 +74,8 @@ def inspect(pattern, as_json, frame_features):
             click.echo(f"  problem: {p}")
         if len(report.problems) > 20:
             click.echo(f"  ... and {len(report.problems) - 20} more")
+    if report.totals()["corrupt"]:
+        sys.exit(1)  # checked to the end, found corrupt records (see the README's exit codes)
 
 
 BOOL = click.BOOL

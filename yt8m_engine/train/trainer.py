@@ -109,11 +109,14 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     train_dir = tcfg.train_dir
     ckpt_dir = os.path.join(train_dir, CHECKPOINT_DIR) if chief else os.path.join(
         train_dir, "workers", str(cluster["task"]["index"]), CHECKPOINT_DIR)
-    if start_new_model:
+    # a run that stopped before its first step (say, a model that does not fit the data) left only the
+    # untrained ckpt-0: nothing to protect, so a corrected command starts over instead of being refused
+    trained = [f for f in glob.glob(os.path.join(ckpt_dir, "*.index")) if not f.endswith("ckpt-0.index")]
+    if start_new_model or not trained:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         for f in glob.glob(os.path.join(train_dir, "events.out.tfevents.*")) if chief else []:
             os.remove(f)
-    elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)) and glob.glob(os.path.join(ckpt_dir, "*.index")):
+    elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)):
         saved, _ = load_config(train_dir)
         if dataclasses.asdict(saved) != dataclasses.asdict(mcfg):
             diff = [k for k, v in dataclasses.asdict(saved).items() if dataclasses.asdict(mcfg)[k] != v]
@@ -208,6 +211,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     last_metrics: dict = {}
     t_start = time.perf_counter()
     saved_at = start_step
+    interrupted = False
     try:
         for inputs, labels, weights in ds:
             loss, preds, labels_all = train_step(inputs, labels, weights)
@@ -242,6 +246,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
                 break
     except KeyboardInterrupt:
         echo("interrupted: saving a final checkpoint")
+        interrupted = True
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         msg = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
         raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine inspect', "
@@ -256,6 +261,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
            "checkpoint": manager.latest_checkpoint, **last_metrics}
     echo(f"trained {step - start_step} steps ({examples} examples, {res['examples_per_sec']:.1f} ex/s); "
          f"checkpoint {manager.latest_checkpoint}")
+    if interrupted:  # saved; now stop as interrupted (the CLI exits 130), so `train && export` stops too
+        raise KeyboardInterrupt
     return res
 
 
