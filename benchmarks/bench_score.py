@@ -89,7 +89,7 @@ def make_data(tmp, videos, ids_per_class, seed=0):
         n = ids_per_class - len(seg_ids)
         seg_ids.extend(f"{video_id('test', i // 60)}:{5 * (i % 60)}".encode() for i in range(n))
     seg_ids = np.array(seg_ids)
-    ratings, _ = load_ratings(pattern)  # our label cache
+    ratings = load_ratings(pattern)[0]  # (our label cache)
     cache = os.path.join(tmp, "label_cache.csv")  # the starter's
     with open(cache, "w") as f:
         for a, b, c, s, lab in zip(ratings.id_off[:-1], ratings.id_off[1:], ratings.cls, ratings.start, ratings.label):

@@ -125,6 +125,14 @@ def test_video_level_submission(trained_flm, learn_dir, tmp_path):
     assert filecmp.cmp(tmp_path / "v.csv", tmp_path / "vm.csv", shallow=False)
 
 
+def test_infer_on_a_train_dir_says_export_it(trained_flm, learn_dir, tmp_path):
+    train_dir, _, _ = trained_flm
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "infer", "--model", train_dir,
+                        "--input_data_pattern", f"{learn_dir}/3/frame/test*", "--output_file", str(tmp_path / "s.csv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "yt8m-engine export --train_dir" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_eval_on_onnx_alone_matches_train_dir(trained_flm, learn_dir, tmp_path):
     from yt8m_engine.evaluate import evaluate
     from yt8m_engine.export.onnx_export import export

@@ -141,3 +141,29 @@ def test_score_cli_json(synth_dir, tmp_path, cache):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert {"map", "classes", "top_n"} <= set(out) and out["top_n"] == 100000
+
+
+def test_label_cache_built_past_corrupt_records_is_not_used_without_skip_corrupt(tmp_path, cache):
+    from yt8m_engine.io.synth import synth
+
+    synth(str(tmp_path / "d"), videos=8, shards=2, seed=1)
+    shard = tmp_path / "d/3/frame/validate0000.tfrecord"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a payload CRC mismatch in some record
+    shard.write_bytes(bytes(data))
+    (tmp_path / "s.csv").write_text("Class,Segments\n3,\n")
+    pattern = str(tmp_path / "d/3/frame/validate*")
+    assert score(str(tmp_path / "s.csv"), pattern, skip_corrupt=True)["label_cache"] == "built"
+    assert score(str(tmp_path / "s.csv"), pattern, skip_corrupt=True)["label_cache"] == "reused"
+    with pytest.raises(Yt8mError, match="validate0000"):
+        score(str(tmp_path / "s.csv"), pattern)
+
+
+def test_score_cli_prints_a_table_with_the_cache_file(synth_dir, tmp_path, cache):
+    (tmp_path / "s.csv").write_text("Class,Segments\n3,\n")
+    r = subprocess.run([sys.executable, "-m", "yt8m_engine.cli", "score", str(tmp_path / "s.csv"),
+                        "--eval_data_pattern", f"{synth_dir}/3/frame/validate*"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = dict(line.split(None, 1) if not line.startswith("label cache") else ("label cache", line[14:])
+                for line in r.stdout.splitlines())
+    assert rows["MAP@100000"].strip() == "0.000000" and str(cache) in rows["label cache"] and "{" not in r.stdout

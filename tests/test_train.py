@@ -58,6 +58,16 @@ def test_short_run_beats_untrained(learn_dir, tmp_path, model, kw, epochs, lr):
     assert trained["hit_at_one"] > 0.4 > untrained["hit_at_one"] + 0.3
 
 
+def test_step0_checkpoint_outlives_the_rotation(synth_dir, tmp_path):
+    """The untrained reference (ckpt-0) stays after more than five periodic saves, with its ONNX export."""
+    train(small_config("LogisticModel"), TrainConfig(train_data_pattern=pattern(synth_dir, False),
+                                                     train_dir=str(tmp_path), batch_size=8, max_steps=7,
+                                                     export_model_steps=1), echo=lambda s: None)
+    files = os.listdir(tmp_path / "checkpoints")
+    assert "ckpt-0.index" in files and "ckpt-1.index" not in files and latest_checkpoint(str(tmp_path)).endswith("ckpt-7")
+    assert sorted(os.listdir(tmp_path / "export")) == sorted(f"ckpt-{i}.onnx" for i in (0, 3, 4, 5, 6, 7))
+
+
 def test_resume_and_start_new_model(synth_dir, tmp_path):
     cfg = small_config("FrameLevelLogisticModel")
     tcfg = TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=str(tmp_path), batch_size=8, max_steps=3,

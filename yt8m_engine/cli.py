@@ -310,9 +310,13 @@ def score(submission, eval_data_pattern, top_n, segment_label_ids_file, skip_cor
     if as_json:
         echo_json(res)
         return
-    click.echo(f"MAP@{res['top_n']}: {res['map']:.6f} over {res['classes']} classes with positive ratings "
-               f"({res['submitted_classes']} submitted, {res['entries']} entries, {res['rated_entries']} rated)")
-    click.echo(f"label cache {res['label_cache']}; times: {res['seconds']}")
+    rows = [(f"MAP@{res['top_n']}", f"{res['map']:.6f}"),
+            ("classes", f"{res['classes']} with positive ratings ({res['submitted_classes']} submitted)"),
+            ("entries", f"{res['entries']} ({res['rated_entries']} rated, within the first {res['top_n']})"),
+            ("ratings", f"{res['ratings']}"),
+            ("label cache", f"{res['label_cache']}: {res['label_cache_file']}"),
+            ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in res["seconds"].items()))]
+    click.echo("\n".join(f"{k:<14}{v}" for k, v in rows))
 
 
 @cli.command()

@@ -97,6 +97,9 @@ class OnnxModel:
         spin=False: idle pool threads sleep instead of spinning (when other threads need the cores)."""
         import onnxruntime as ort
 
+        if os.path.isdir(path):
+            raise Yt8mError(f"{path} is a folder, not an ONNX file; for a train_dir, export it first: "
+                            f"yt8m-engine export --train_dir {path} --output model.onnx")
         if not os.path.isfile(path):
             raise Yt8mError(f"{path}: no such model file")
         opts = ort.SessionOptions()

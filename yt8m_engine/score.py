@@ -44,8 +44,10 @@ def cache_dir() -> str:
     return base
 
 
-def _cache_path(files: list[str]) -> str:
-    sig = [__version__] + [file_signature(f) for f in files]
+def _cache_path(files: list[str], skip_corrupt: bool) -> str:
+    # --skip-corrupt is part of the key: ratings read past corrupt records never stand in for a run
+    # without it (which must stop at the first corrupt record)
+    sig = [__version__, bool(skip_corrupt)] + [file_signature(f) for f in files]
     digest = hashlib.sha1(json.dumps(sig).encode()).hexdigest()[:20]
     return os.path.join(cache_dir(), f"ratings-{digest}.npz")
 
@@ -81,24 +83,26 @@ def build_ratings(files: list[str], skip_corrupt: bool = False) -> Ratings:
 
 
 
-def load_ratings(pattern: str, skip_corrupt: bool = False, use_cache: bool = True) -> tuple[Ratings, bool]:
-    """Ratings of the files matching pattern, from the label cache when it is current. Returns (ratings, cached)."""
+def load_ratings(pattern: str, skip_corrupt: bool = False, use_cache: bool = True) -> tuple[Ratings, str, str]:
+    """Ratings of the files matching pattern, from the label cache when it is current. Returns (ratings,
+    'reused' / 'built' / 'not written' / 'off', the cache file)."""
     files = resolve_files(pattern)
-    path = _cache_path(files)
+    path = _cache_path(files, skip_corrupt)
     if use_cache and os.path.exists(path):
         try:
             with np.load(path) as z:
-                return Ratings(**{k: z[k] for k in Ratings.__dataclass_fields__}), True
+                return Ratings(**{k: z[k] for k in Ratings.__dataclass_fields__}), "reused", path
         except (OSError, KeyError, ValueError):
             pass  # unreadable cache: rebuild it
     r = build_ratings(files, skip_corrupt)
-    if use_cache:
-        try:
-            with AtomicWriter(path) as f:
-                np.savez(f, **vars(r))
-        except (OSError, Yt8mError):
-            pass  # a read-only cache folder only costs speed
-    return r, False
+    if not use_cache:
+        return r, "off", path
+    try:
+        with AtomicWriter(path) as f:
+            np.savez(f, **vars(r))
+    except (OSError, Yt8mError):
+        return r, "not written", path  # a read-only cache folder only costs speed
+    return r, "built", path
 
 
 
@@ -322,7 +326,7 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
         raise Yt8mError("--top_n must be at least 1")
     t0 = time.perf_counter()
     seg_ids = fmt.load_segment_label_ids(segment_label_ids_file)
-    ratings, cached = load_ratings(eval_data_pattern, skip_corrupt, use_cache)
+    ratings, cache_state, cache_path = load_ratings(eval_data_pattern, skip_corrupt, use_cache)
     table = rating_table(ratings.keys)
     seen = np.zeros(ratings.size, np.bool_)
     allowed = np.zeros(fmt.NUM_CLASSES, np.bool_)
@@ -373,7 +377,8 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
         "entries": entries,
         "rated_entries": rated,
         "ratings": ratings.size,
-        "label_cache": "reused" if cached else "built",
+        "label_cache": cache_state,
+        "label_cache_file": cache_path,
         "seconds": {"labels": round(t1 - t0, 3), "score": round(t2 - t1, 3)},
         "per_class": per_class,
     }

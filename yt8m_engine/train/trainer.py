@@ -151,7 +151,10 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
 
     def save(number: int) -> None:
         """A checkpoint, and (chief) its ONNX exports beside it for eval, which then needs no TensorFlow."""
-        path = manager.save(checkpoint_number=number)
+        if number == 0:  # outside the manager's rotation: the untrained reference is kept for good
+            path = ckpt.write(os.path.join(ckpt_dir, "ckpt-0"))
+        else:
+            path = manager.save(checkpoint_number=number)
         if chief:
             from ..export.onnx_export import export_beside
 
