@@ -86,6 +86,27 @@ def test_shards_merged_equal_single_run(trained_flm, learn_dir, tmp_path):
             with pytest.raises(Yt8mError, match="bad.npz: not a partial ranking"):
                 merge([str(bad)] + parts[1:], str(tmp_path / "never.csv"))
             assert not (tmp_path / "never.csv").exists()
+    # keys past the id table (a file of another shard, a record past its file's ids) and id offsets past
+    # the id bytes are refused before any kernel reads them (they read out of bounds: one segfaulted)
+    with np.load(parts[0]) as z:
+        d = {k: z[k] for k in z.files}
+    other_file = int(np.setdiff1d(np.arange(int(d["num_files"])), d["id_files"])[0])
+    for field, value in (("keys", np.where(d["keys"] != 0, d["keys"] | (other_file << 40), 0)),
+                         ("keys", d["keys"] + (1 << 39)), ("keys", d["keys"] + (int(d["id_counts"].max()) << 16)),
+                         ("id_off", d["id_off"] + 3)):
+        np.savez(tmp_path / "bad.npz", **{**d, field: value})
+        with pytest.raises(Yt8mError, match="bad.npz: not a partial ranking"):
+            merge([str(tmp_path / "bad.npz")] + parts[1:], str(tmp_path / "never.csv"))
+        assert not (tmp_path / "never.csv").exists()
+    # another N in one partial, or merge asked for more than the partials hold
+    infer(onnx_path, pattern, str(tmp_path / "n.npz"), segment_labels=True, progress=False, segment_max_pred=200,
+          shard="0/3")
+    with pytest.raises(Yt8mError, match="different numbers of segments a class"):
+        merge([str(tmp_path / "n.npz")] + parts[1:], str(tmp_path / "never.csv"))
+    for n in (0, 301):
+        with pytest.raises(Yt8mError, match="--segment_max_pred"):
+            merge(parts, str(tmp_path / "never.csv"), n)
+    assert not (tmp_path / "never.csv").exists()
 
 
 def test_starter_topk_mode(trained_flm, learn_dir, tmp_path):

@@ -10,6 +10,7 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from ..errors import Yt8mError
 from ..io.tfrecord import AtomicWriter
@@ -56,8 +57,9 @@ class Partial:
             if kind == "segment":
                 if np.shape(d["counts"]) != np.shape(d["class_ids"]):
                     raise ValueError(f"counts for {np.size(d['counts'])} classes, {np.size(d['class_ids'])} class ids")
-                return cls(kind, num_files, int(d["top_n"]), d["class_ids"],
-                           _ranking_rows(d["scores"], d["keys"], d["counts"]), IdTable.from_arrays(num_files, d))
+                ranking = _ranking_rows(d["scores"], d["keys"], d["counts"])
+                _check_ids_and_keys(d, ranking, num_files)
+                return cls(kind, num_files, int(d["top_n"]), d["class_ids"], ranking, IdTable.from_arrays(num_files, d))
             return cls(kind, num_files, video_text={int(f): str(t) for f, t in zip(d["line_files"], d["line_text"])})
         except (KeyError, ValueError) as e:
             raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
@@ -101,6 +103,41 @@ def _zero_past_counts(a, counts):
     return a
 
 
+@njit(cache=True, nogil=True)
+def _bad_keys(keys, counts, per_file):
+    """Whether any ranked key (keys [J, M] up to counts[j]) names a file outside per_file, or a record
+    at or past the ids that per_file says its file holds."""
+    for j in range(counts.shape[0]):
+        for i in range(counts[j]):
+            k = keys[j, i]
+            f = k >> 40
+            if k < 0 or f >= per_file.shape[0] or ((k >> 16) & 0xFFFFFF) >= per_file[f]:
+                return True
+    return False
+
+
+def _check_ids_and_keys(d, ranking, num_files: int) -> None:
+    """Every array a kernel will index, checked first: the id table's files, counts and offsets, and each
+    ranked key's file (one of this partial's) and record (below that file's id count). A key past its
+    table would have the CSV writer read memory out of bounds."""
+    files = np.asarray(d["id_files"], np.int64)
+    counts = np.asarray(d["id_counts"], np.int64)
+    off = np.asarray(d["id_off"], np.int64)
+    n_bytes = np.size(d["id_bytes"])
+    if files.shape != counts.shape or files.ndim != 1 or (counts < 0).any():
+        raise ValueError("the id table's files and counts do not match")
+    if ((files < 0) | (files >= num_files)).any() or np.unique(files).size != files.size:
+        raise ValueError(f"the id table names files outside 0..{num_files - 1} or a file twice")
+    if off.ndim != 1 or off.size != int(counts.sum()) + 1 or off[0] != 0 or off[-1] != n_bytes or \
+            (np.diff(off) < 0).any():
+        raise ValueError("the id table's offsets do not cover its bytes in order")
+    _, keys, c = ranking
+    per_file = np.full(num_files, -1, np.int64)  # ids a file holds (-1: not in this partial)
+    per_file[files] = counts
+    if _bad_keys(np.ascontiguousarray(keys, np.int64), np.asarray(c, np.int64), per_file):
+        raise ValueError("a ranked segment's key names a file or record that its id table does not hold")
+
+
 def _ranking_rows(scores, keys, counts):
     """(scores [J, M], keys [J, M], counts) from the per-class entries concatenated in class order."""
     counts = np.asarray(counts, np.int64)
@@ -141,6 +178,12 @@ def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: 
     for p, name in zip(parts, names):
         if not np.array_equal(p.class_ids, p0.class_ids):
             raise Yt8mError(f"{name}: ranks other classes than {names[0]}")
+    if len({p.top_n for p in parts}) > 1:
+        raise Yt8mError(f"the partial rankings keep different numbers of segments a class "
+                        f"({', '.join(f'{n}: {p.top_n}' for n, p in zip(names, parts))}); make them with one --segment_max_pred")
+    if top_n is not None and not 1 <= top_n <= p0.top_n:
+        raise Yt8mError(f"--segment_max_pred {top_n}: the partial rankings hold {p0.top_n} segments a class; "
+                        f"give 1 to {p0.top_n}")
     ids = IdTable(p0.num_files)
     for p in parts:
         ids.update(p.ids)
