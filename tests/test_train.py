@@ -108,10 +108,15 @@ def test_interrupted_run_saves_and_exits_130(synth_dir, tmp_path):
     cmd = [sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
            "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "4",
            "--num_epochs", "1000", "--export_model_steps", "3", "--log_every", "1000"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_checkpoint(tmp_path, 3)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
+    # SIGINT as a terminal delivers it: a test run started in the background inherits it ignored
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for_checkpoint(tmp_path, 3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
     assert p.returncode == 130, (out, err)
     assert "interrupted: saving a final checkpoint" in out and "Traceback" not in err
     assert int(latest_checkpoint(str(tmp_path)).rsplit("-", 1)[1]) >= 3
