@@ -214,3 +214,30 @@ def test_reused_frame_buffer_gives_the_same_batches(synth_dir):
         assert b.ids == f.ids and np.shares_memory(b.frames, store[0])
         np.testing.assert_array_equal(b.frames, f.frames)
         np.testing.assert_array_equal(b.record_index, f.record_index)
+
+
+@pytest.mark.parametrize("kind", ["GZIP", "ZLIB"])
+def test_compressed_tfrecords_written_by_tensorflow(synth_dir, tmp_path, kind):
+    """TFRecordOptions GZIP / ZLIB files read as the uncompressed file does (small blocks: records cut by
+    block ends, carried across the stream); a damaged stream is one error naming the file."""
+    import gzip
+    import zlib
+
+    from yt8m_engine import Yt8mError
+    from yt8m_engine.io.tfrecord import record_blocks
+
+    src = sorted(glob.glob(f"{synth_dir}/3/frame/validate*"))[0]
+    path = str(tmp_path / f"c.{kind}.tfrecord")
+    with tf.io.TFRecordWriter(path, options=kind) as w:
+        for rec in tf.data.TFRecordDataset(src):
+            w.write(rec.numpy())
+    raw = open(src, "rb").read()
+    packed = open(path, "rb").read()
+    assert packed != raw and (gzip.decompress(packed) if kind == "GZIP" else zlib.decompress(packed)) == raw
+    a, b = read_all(src, segments=True), read_all(path, segments=True)
+    assert b.ids == a.ids and np.array_equal(b.frames, a.frames) and np.array_equal(b.segment_starts, a.segment_starts)
+    blocks = list(record_blocks(path, lambda n: np.empty(n, np.uint8), block_bytes=1000))
+    assert sum(len(blk.offsets) for blk in blocks) == len(a) and len(blocks) > 2
+    (tmp_path / "cut.tfrecord").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(Yt8mError, match="cut.tfrecord"):
+        read_all(str(tmp_path / "cut.tfrecord"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -111,6 +112,50 @@ def _open(path: str):
     return open(path, "rb"), os.path.getsize(path)
 
 
+class _ZlibReader:
+    """readinto over a ZLIB stream (TensorFlow's TFRecordOptions "ZLIB"), decompressed as it is read."""
+
+    def __init__(self, f, chunk: int = 1 << 20):
+        self.f, self.chunk, self.z, self.pending = f, chunk, zlib.decompressobj(), b""
+
+    def readinto(self, view) -> int:
+        while len(self.pending) < len(view) and not self.z.eof:
+            raw = self.f.read(self.chunk)
+            self.pending += self.z.decompress(raw) if raw else self.z.flush()
+            if not raw:
+                break
+        n = min(len(view), len(self.pending))
+        view[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _uncompressed(f, path: str):
+    """(file, compressed) — a GZIP or ZLIB file (TensorFlow's TFRecordOptions; the framing inside is the
+    same) is read through its decompressor. A file counts as compressed only when it does not open with
+    a valid TFRecord header and does open with the GZIP or ZLIB magic."""
+    head = f.read(12)
+    f.seek(0)
+    if len(head) == 12 and masked_crc(head[:8]) == int.from_bytes(head[8:12], "little"):
+        return f, False
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+
+        return gzip.GzipFile(fileobj=f, mode="rb"), True
+    if len(head) >= 2 and head[0] == 0x78 and ((head[0] << 8) | head[1]) % 31 == 0:
+        return _ZlibReader(f), True
+    return f, False
+
+
 def _read_full(f, view) -> int:
     """readinto until the view is full or the file ends; the number of bytes read."""
     got = 0
@@ -143,11 +188,14 @@ def record_blocks(path: str, take_buffer, block_bytes: int = 16 << 20, check_crc
     """
     try:
         f, size = _open(path)
+        f, compressed = _uncompressed(f, path)
     except OSError as e:
         raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     with f:
         tail = np.zeros(0, np.uint8)
-        left = size  # bytes not read yet
+        # bytes not read yet; unknown in a compressed stream, where a carried record's (unchecked) length
+        # may ask for at most 256 MB more (a YouTube-8M record is under 1 MB): no absurd allocation
+        left = (256 << 20) if compressed else size
         first = 0
         while True:
             need = min(max(block_bytes, tail.size), tail.size + left)
@@ -157,11 +205,13 @@ def record_blocks(path: str, take_buffer, block_bytes: int = 16 << 20, check_crc
             buf[:tail.size] = tail
             try:
                 got = _read_full(f, memoryview(buf)[tail.size:])
-            except OSError as e:
-                raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-            left -= got
+            except (OSError, EOFError, zlib.error) as e:  # EOFError / zlib.error: a damaged compressed stream
+                what = "damaged compressed stream" if compressed and not isinstance(e, OSError) else "cannot read"
+                raise Yt8mError(f"{path}: {what} ({getattr(e, 'strerror', None) or e})") from None
+            if not compressed:
+                left -= got
             n = tail.size + got
-            at_end = got < need - tail.size or left <= 0
+            at_end = got < need - tail.size or (not compressed and left <= 0)
             buf = buf[:n]
             offs, lens, status = scan_records(buf, check_crc)
             tail = np.zeros(0, np.uint8)
