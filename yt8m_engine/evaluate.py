@@ -19,15 +19,15 @@ import numpy as np
 from numba import njit, prange
 
 from . import format as fmt
-from .engine import OnnxModel, predict_segments, predict_videos
+from .engine import OnnxModel, predict_videos
 from .errors import Yt8mError
-from .infer import Options, open_model, run_pipeline
+from .infer import Options, open_model, run_pipeline, score_segments
 from .io.reader import resolve_files
 from .io.tfrecord import AtomicWriter, frame_record
 from .kernels.metrics import VideoMetrics, cross_entropy_sum, ranked_flags
 from .rank.topn import SegmentScores, segment_keys
+from .train.config import CHECKPOINT_DIR, load_config  # (plain data: no TensorFlow)
 
-CHECKPOINT_DIR = "checkpoints"  # as train/trainer.py writes them
 
 
 def _remap(lab_off, labels, lut):
@@ -133,11 +133,8 @@ class EvalJob:
                 self.loss_sum += loss
             tick("rank")
             return 0
-        frames, nf, sv, ss = b.segments()
-        sp = predict_segments(self.model, frames, nf, self.batch_size, self.cols, state.get("preds"))
-        state["preds"] = sp.base if sp.base is not None else sp  # reused chunk after chunk
+        sp, keys, nf = score_segments(self.model, fidx, b, self.batch_size, self.cols, state)
         tick("infer")
-        keys = segment_keys(fidx, b.record_index[sv], ss)
         self.ranker.push(sp, keys)  # thread-safe (a lock of its own)
         rv = np.repeat(np.arange(len(b)), np.diff(b.segment_offsets))  # the rated segments
         rk = segment_keys(fidx, b.record_index[rv], b.segment_starts)
@@ -164,7 +161,6 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
     classes = ("all",)
     if segment_labels and os.path.isdir(model):
         from .export.paths import eval_classes
-        from .train.config import load_config
 
         # segments scored by the 1000-class export where there is one: no arithmetic for other columns
         classes = eval_classes(load_config(model)[0])[-1:]

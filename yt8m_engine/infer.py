@@ -182,6 +182,15 @@ def open_model(path: str, opts: Options) -> OnnxModel:
     return OnnxModel(path, opts.providers, threads=intra, io_binding=opts.io_binding, spin=False)
 
 
+def score_segments(model: OnnxModel, fidx: int, b, batch_size: int, cols, state: dict):
+    """(predictions [S, columns], keys [S], frame counts [S]) of a parsed chunk's 5-frame segments; the
+    prediction buffer is the worker's (state["preds"]), reused chunk after chunk."""
+    frames, nf, seg_video, seg_start = b.segments()
+    preds = predict_segments(model, frames, nf, batch_size, cols, state.get("preds"))
+    state["preds"] = preds.base if preds.base is not None else preds
+    return preds, segment_keys(fidx, b.record_index[seg_video], seg_start), nf
+
+
 class SegmentJob:
     """infer --segment_labels: each chunk's 5-frame segments scored on the segment classes and offered
     to the shared per-class top-N (all-classes mode) or, each segment's top-k only (the starter's mode)."""
@@ -204,11 +213,8 @@ class SegmentJob:
         self.lock = threading.Lock()
 
     def run(self, fidx: int, b, state: dict, tick) -> int:
-        frames, nf, seg_video, seg_start = b.segments()
-        preds = predict_segments(self.model, frames, nf, self.batch_size, self.cols, state.get("preds"))
-        state["preds"] = preds.base if preds.base is not None else preds  # reused chunk after chunk
+        preds, keys, nf = score_segments(self.model, fidx, b, self.batch_size, self.cols, state)
         tick("infer")
-        keys = segment_keys(fidx, b.record_index[seg_video], seg_start)
         if self.opts.segment_mode == "topk":  # thread-safe (locks of its own)
             self.ranker.push_top(*topk_serial(preds, min(self.opts.top_k, preds.shape[1])), keys)
         else:

@@ -285,7 +285,7 @@ def submission_lines(path: str, block_bytes: int = 64 << 20):
                 carry = n
                 pending = pool.submit(_read_full, f, memoryview(bigger)[n:])
                 continue
-            ends = nl if eof and (n == 0 or buf[n - 1] == 10) else np.append(nl, n) if eof else nl
+            ends = np.append(nl, n) if eof and n and buf[n - 1] != 10 else nl  # (a last line without \n)
             tail = 0 if eof else n - int(nl[-1]) - 1
             if not eof:  # the cut line goes first into the other buffer, which then reads on
                 nxt = bufs[1 - cur]
@@ -346,20 +346,18 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
         bad = np.flatnonzero((res[:, 0] != L_OK) & (res[:, 0] != L_BLANK))
         ok = np.flatnonzero(res[:, 0] == L_OK)
         c = res[ok, 1]
-        again = submitted[c] | (np.unique(c, return_counts=True)[1].max(initial=1) > 1)
-        if bad.size or np.any(again):  # the first problem in file order
-            dup_at = np.inf
-            if np.any(again):
-                seen_here = submitted.copy()
-                for i, cc in zip(ok.tolist(), c.tolist()):
-                    if seen_here[cc]:
-                        dup_at = i
-                        break
-                    seen_here[cc] = True
-            if bad.size and bad[0] < dup_at:
-                i = int(bad[0])
-                raise _line_error(submission, int(res[i, 0]), first + i, int(res[i, 1]), buf, allowed)
-            raise Yt8mError(f"{submission}: line {first + int(dup_at)}: class {int(res[int(dup_at), 1])} "
+        taken = submitted.copy()  # the first class line met again, in file order
+        dup_at = None
+        for i, cc in zip(ok.tolist(), c.tolist()):
+            if taken[cc]:
+                dup_at = i
+                break
+            taken[cc] = True
+        if bad.size and (dup_at is None or bad[0] < dup_at):  # the first problem in file order
+            i = int(bad[0])
+            raise _line_error(submission, int(res[i, 0]), first + i, int(res[i, 1]), buf, allowed)
+        if dup_at is not None:
+            raise Yt8mError(f"{submission}: line {first + dup_at}: class {int(res[dup_at, 1])} "
                             "appears on more than one line")
         submitted[c] = True
         ap_sum[c] = ap[ok]

@@ -326,10 +326,7 @@ def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = Fa
 def export_beside(model, cfg: ModelConfig, step: int, train_dir: str, checkpoint: str) -> None:
     """Export a live (just saved) model for eval beside its checkpoint, and remove the exports of
     checkpoints that are gone (rotated out). The trainer calls this: eval then needs no TensorFlow."""
-    for classes, path in export_paths(train_dir, checkpoint, eval_classes(cfg)).items():
-        m = build_onnx(model, cfg, classes=classes, step=step)
-        with AtomicWriter(path) as f:
-            f.write(m.SerializeToString())
+    write_exports(model, cfg, step, export_paths(train_dir, checkpoint, eval_classes(cfg)))
     folder = os.path.join(train_dir, "export")
     for f in os.listdir(folder):
         ckpt = os.path.join(os.path.dirname(checkpoint), f.split(".")[0])
@@ -337,15 +334,20 @@ def export_beside(model, cfg: ModelConfig, step: int, train_dir: str, checkpoint
             os.remove(os.path.join(folder, f))
 
 
+def write_exports(model, cfg: ModelConfig, step: int, outputs: dict[str, str]) -> None:
+    """A built model's ONNX files ({classes: path}), each written atomically."""
+    for classes, path in outputs.items():
+        m = build_onnx(model, cfg, classes=classes, step=step)
+        with AtomicWriter(path) as f:
+            f.write(m.SerializeToString())
+
+
 def export_checkpoint(train_dir: str, checkpoint: str, outputs: dict[str, str]) -> None:
     """Export one checkpoint to several files ({classes: path}) with one load of the model."""
     from ..train.trainer import load_model
 
     model, cfg, step = load_model(train_dir, checkpoint)
-    for classes, path in outputs.items():
-        m = build_onnx(model, cfg, classes=classes, step=step)
-        with AtomicWriter(path) as f:
-            f.write(m.SerializeToString())
+    write_exports(model, cfg, step, outputs)
 
 
 if __name__ == "__main__":  # python -m yt8m_engine.export.onnx_export TRAIN_DIR CHECKPOINT CLASSES=PATH ...

@@ -13,6 +13,7 @@ from .. import format as fmt
 from ..errors import Yt8mError
 
 CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"  # TRAIN_DIR/checkpoints: the checkpoints and their state file
 
 VIDEO_MODELS = ("LogisticModel", "MoeModel")
 FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel", "LstmModel", "NetVladModel", "NeXtVladModel")

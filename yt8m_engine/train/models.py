@@ -36,12 +36,16 @@ class FrameInput(layers.Layer):
     """uint8 frames -> dequantized, L2-normalised per frame, padded frames zeroed; also the mask."""
 
     def call(self, frames, num_frames):
-        x = ops.cast(frames, "float32") * float(fmt.DEQUANT_SCALE) + float(fmt.DEQUANT_BIAS)
-        x = l2_normalize(x, -1)
-        t = ops.shape(frames)[1]
-        mask = ops.cast(ops.arange(t)[None, :] < ops.cast(num_frames, "int32")[:, None], "float32")
+        x, mask = _dequantized(frames, num_frames)
         mask = mask[:, :, None]
-        return x * ops.cast(mask, x.dtype), mask
+        return l2_normalize(x, -1) * ops.cast(mask, x.dtype), mask
+
+
+def _dequantized(frames, num_frames):
+    """(float frames x * 4/255 + (4/512 - 2) [B, T, D], mask of the valid frames [B, T])."""
+    x = ops.cast(frames, "float32") * float(fmt.DEQUANT_SCALE) + float(fmt.DEQUANT_BIAS)
+    t = ops.shape(frames)[1]
+    return x, ops.cast(ops.arange(t)[None, :] < ops.cast(num_frames, "int32")[:, None], "float32")
 
 
 @keras.saving.register_keras_serializable("yt8m")
@@ -52,10 +56,8 @@ class MeanFrame(layers.Layer):
     float copy is 1.4 GB."""
 
     def call(self, frames, num_frames):
-        x = ops.cast(frames, "float32") * float(fmt.DEQUANT_SCALE) + float(fmt.DEQUANT_BIAS)
+        x, mask = _dequantized(frames, num_frames)
         inv = ops.rsqrt(ops.maximum(ops.einsum("btd,btd->bt", x, x), L2_EPS))
-        t = ops.shape(frames)[1]
-        mask = ops.cast(ops.arange(t)[None, :] < ops.cast(num_frames, "int32")[:, None], "float32")
         w = inv * mask / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
         return ops.einsum("bt,btd->bd", w, x)
 

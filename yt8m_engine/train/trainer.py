@@ -17,9 +17,7 @@ import numpy as np
 from ..errors import Yt8mError
 from ..io.reader import resolve_files
 from ..kernels.metrics import VideoMetrics
-from .config import CONFIG_FILE, OPTIMIZERS, ModelConfig, TrainConfig, load_config, save_config
-
-CHECKPOINT_DIR = "checkpoints"
+from .config import CHECKPOINT_DIR, CONFIG_FILE, OPTIMIZERS, ModelConfig, TrainConfig, load_config, save_config
 
 
 def _tf():
