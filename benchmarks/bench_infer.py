@@ -168,7 +168,7 @@ def main():
                                   args.repeat)))
         return 0
     from yt8m_engine.export.onnx_export import export
-    from yt8m_engine.io.reader import resolve_files
+    from yt8m_engine.io.files import resolve_files
     from yt8m_engine.io.synth import synth
     from yt8m_engine.train.config import ModelConfig, TrainConfig
     from yt8m_engine.train.trainer import train

@@ -77,7 +77,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--data", default=None, help="existing frame-level files (glob); default: synthesize")
     args = ap.parse_args()
-    from yt8m_engine.io.reader import resolve_files
+    from yt8m_engine.io.files import resolve_files
     from yt8m_engine.io.synth import synth
 
     tmp = None

@@ -71,8 +71,10 @@ def test_length_crc_mismatch(tmp_path):
     data = bytearray(frame_record(good(0)))
     data[9] ^= 1
     path = str(tmp_path / "l.tfrecord")
-    open(path, "wb").write(bytes(data))
+    open(path, "wb").write(bytes(data) + frame_record(good(1)))
     expect_error(path, "record 0: length CRC mismatch")
+    r = Reader(skip_corrupt=True)  # the next record's header is found again
+    assert [x for b in r.read(path) for x in b.ids] == ["v1"] and r.corrupt == 1
 
 
 def test_not_a_proto(tmp_path):
@@ -183,8 +185,8 @@ def framing(path, block=None):
     for buf, offs, lens, status, first, fresh in record_blocks(path, take, block):
         out += [(first + i,) + entry(buf, o, n, s) for i, (o, n, s) in enumerate(zip(offs, lens, status))]
         read += fresh
-    # every byte read once, whatever is carried between blocks (nothing past an untrustworthy length)
-    assert read == os.path.getsize(path) or out[-1][1] == E_LENGTH_CRC
+    # every byte read once, whatever is carried between blocks (past a damaged header too)
+    assert read == os.path.getsize(path)
     return out
 
 
@@ -197,11 +199,21 @@ def test_record_blocks_frame_files_as_a_whole_file_scan(tmp_path, block):
     bad_payload = bytearray(ok)
     bad_payload[len(recs[0]) + len(recs[1]) + 40] ^= 0xFF  # record 2's payload
     bad_length = bytearray(ok)
-    bad_length[sum(len(r) for r in recs[:3]) + 2] ^= 1    # record 3's length: nothing after it frames
+    bad_length[sum(len(r) for r in recs[:3]) + 2] ^= 1    # record 3's length: framing resumes at record 4
+    two = bytearray(bad_length)
+    two[len(recs[0]) + 9] ^= 4                            # and record 1's length CRC
+    last = bytearray(ok)
+    last[sum(len(r) for r in recs[:5]) + 1] ^= 8          # the last record's length
     cases = {"ok": ok, "truncated": ok[:-30], "payload": bytes(bad_payload), "length": bytes(bad_length),
-             "empty": b""}
+             "two": bytes(two), "last": bytes(last), "empty": b""}
     for name, data in cases.items():
         path = str(tmp_path / f"{name}.tfrecord")
         open(path, "wb").write(data)
         assert framing(path, block) == framing(path), name
-    assert [s for _, s, _ in framing(str(tmp_path / "length.tfrecord"), block)] == [0, 0, 0, 2]
+    assert [s for _, s, _ in framing(str(tmp_path / "length.tfrecord"), block)] == [0, 0, 0, 2, 0, 0]
+    assert [s for _, s, _ in framing(str(tmp_path / "two.tfrecord"), block)] == [0, 2, 0, 2, 0, 0]
+    assert [s for _, s, _ in framing(str(tmp_path / "last.tfrecord"), block)] == [0, 0, 0, 0, 0, 2]
+    # what --skip-corrupt loses is what is damaged: one record a damaged header
+    r = Reader(skip_corrupt=True)
+    assert [x for b in r.read(str(tmp_path / "two.tfrecord")) for x in b.ids] == ["v0", "v2", "v4", "v5"]
+    assert r.corrupt == 2 and "record 1: length CRC mismatch" in r.problems[0]

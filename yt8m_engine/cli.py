@@ -176,11 +176,13 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
              segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, skip_corrupt, as_json):
     """Evaluate a model: Hit@1, PERR, GAP, mAP, loss (and segment metrics)."""
     from .evaluate import evaluate, public, tensorboard_summaries, write_reports
+    from .io.files import check_output_dir
 
     if bool(train_dir) == bool(model_file):
         raise Yt8mError("give exactly one of --train_dir or --model (an exported .onnx file)")
     target = train_dir or model_file
     out_dir = output_dir or (os.path.join(train_dir, "eval") if train_dir else model_file + ".eval")
+    check_output_dir(out_dir)
     seen = None
     while True:
         ckpt = None
@@ -271,6 +273,7 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
                    segment_max_pred=segment_max_pred, segment_label_ids_file=segment_label_ids_file,
                    batch_size=batch_size, providers=providers, shard=shard, segment_mode=segment_mode,
                    skip_corrupt=skip_corrupt, threads=threads, progress=not as_json, engine=engine, address=address)
+    warn_duplicates(st.duplicate_ids, st.duplicate_example)
     if as_json:
         echo_json(st.to_dict())
         return
@@ -279,6 +282,12 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
     if output_file:
         click.echo(f"wrote {output_file}: {st.videos} videos, {st.segments} segments in {st.wall:.1f} s "
                    f"({st.provider})" + (f"; skipped {st.corrupt} corrupt records" if st.corrupt else ""))
+
+
+def warn_duplicates(count: int, example: str) -> None:
+    if count:
+        click.echo(f"warning: {count} record{'s' if count > 1 else ''} repeat{'' if count > 1 else 's'} a video id "
+                   f"of another record (e.g. {example!r}); the CSV has a line for each", err=True)
 
 
 @cli.command()
@@ -290,6 +299,7 @@ def merge(partials, output_file, segment_max_pred):
     from .infer import merge as run_merge
 
     r = run_merge(list(partials), output_file, segment_max_pred)
+    warn_duplicates(r["duplicate_ids"], r["duplicate_example"])
     click.echo(f"wrote {r['output']} from {r['partials']} partial rankings ({r['bytes'] / 1e6:.1f} MB)")
 
 
@@ -336,9 +346,16 @@ def main(argv=None) -> None:
     except Yt8mError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, EOFError):  # click turns an EOFError from anywhere into Abort
+            click.echo(f"error: unexpected end of input ({e.__cause__})", err=True)
+            sys.exit(2)
         click.echo("aborted", err=True)
         sys.exit(130)
+    except OSError as e:  # the machine said no (a full disk, a permission): one line, no traceback
+        name = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"error: {name}{e.strerror or e}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

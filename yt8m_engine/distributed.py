@@ -121,7 +121,7 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
             shutil.rmtree(tmp, ignore_errors=True)
         for k in saved_env:
             os.environ.pop(k, None)
-    merged = merge_partials(parts, top_n=opts.segment_max_pred)
+    merged = merge_partials(parts, top_n=opts.segment_max_pred, every_shard=False)
     s = np.sum(rows, axis=0) if rows else np.zeros(8)
     stats = Stats(files=len(work), videos=int(s[0]), segments=int(s[1]), bytes=int(s[2]), corrupt=int(s[3]),
                   provider=provider)

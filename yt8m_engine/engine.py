@@ -37,16 +37,58 @@ class ModelInfo:
 
 
 def read_info(path: str, meta: dict) -> ModelInfo:
+    """The model's description from its metadata, every field checked (a file edited by hand or made
+    by another tool is refused here, not by a traceback or an empty submission later)."""
+    def bad(what: str):
+        return Yt8mError(f"{path}: bad yt8m metadata ({what}); export the model again with 'yt8m-engine export'")
+
     try:
         frame = json.loads(meta["yt8m.frame_features"])
-        spec = fmt.FeatureSpec(tuple(json.loads(meta["yt8m.feature_names"])),
-                               tuple(json.loads(meta["yt8m.feature_sizes"])), frame)
-        return ModelInfo(meta["yt8m.model"], frame, spec, np.array(json.loads(meta["yt8m.class_ids"]), np.int64),
-                         int(meta.get("yt8m.checkpoint_step", 0)), meta.get("yt8m.precision", "fp32"),
-                         json.loads(meta.get("yt8m.config", "{}")), int(meta.get("yt8m.frames", 0)))
-    except (KeyError, ValueError) as e:
-        raise Yt8mError(f"{path}: not a yt8m-engine ONNX export (missing or bad metadata {e}); "
+        names, sizes = json.loads(meta["yt8m.feature_names"]), json.loads(meta["yt8m.feature_sizes"])
+        class_ids = json.loads(meta["yt8m.class_ids"])
+        step, frames = int(meta.get("yt8m.checkpoint_step", 0)), int(meta.get("yt8m.frames", 0))
+        config = json.loads(meta.get("yt8m.config", "{}"))
+    except KeyError as e:
+        raise Yt8mError(f"{path}: not a yt8m-engine ONNX export (no metadata {e}); "
                         "export it with 'yt8m-engine export'") from None
+    except ValueError as e:
+        raise bad(f"unreadable value: {e}") from None
+    if not isinstance(frame, bool):
+        raise bad("frame_features is not true or false")
+    if not (isinstance(names, list) and isinstance(sizes, list) and names and len(names) == len(sizes)
+            and all(isinstance(n, str) and n for n in names)
+            and all(isinstance(z, int) and not isinstance(z, bool) and 0 < z <= 1 << 20 for z in sizes)):
+        raise bad(f"feature_names {names!r} and feature_sizes {sizes!r} are not one name and one positive size a feature")
+    if not (isinstance(class_ids, list) and class_ids
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1 << 31 for c in class_ids)):
+        raise bad("class_ids is not a non-empty list of class ids")
+    ids = np.array(class_ids, np.int64)
+    if np.unique(ids).size != ids.size:
+        raise bad("class_ids names a class twice")
+    if frames < 0 or not isinstance(config, dict):
+        raise bad("frames or config")
+    return ModelInfo(str(meta.get("yt8m.model", "")), frame, fmt.FeatureSpec(tuple(names), tuple(sizes), frame),
+                     ids, step, meta.get("yt8m.precision", "fp32"), config, frames)
+
+
+def check_graph(path: str, session, info: ModelInfo) -> None:
+    """The graph's inputs and output agree with the metadata: the input the reader will feed, with the
+    metadata's feature width, and one prediction column per class id."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    want = "frames" if info.frame_features else "features"
+    width = info.spec.total_size
+    shape = inputs.get(want)
+    if shape is None or (info.frame_features and "num_frames" not in inputs):
+        raise Yt8mError(f"{path}: the graph's inputs {sorted(inputs)} are not what a "
+                        f"{'frame' if info.frame_features else 'video'}-level yt8m-engine export takes")
+    if isinstance(shape[-1], int) and shape[-1] != width:
+        raise Yt8mError(f"{path}: the graph takes {shape[-1]} features a {'frame' if info.frame_features else 'video'}, "
+                        f"the metadata's feature_sizes add up to {width}")
+    out = {o.name: o.shape for o in session.get_outputs()}.get("predictions")
+    if out is None:
+        raise Yt8mError(f"{path}: the graph has no 'predictions' output")
+    if isinstance(out[-1], int) and out[-1] != info.class_ids.size:
+        raise Yt8mError(f"{path}: the graph predicts {out[-1]} classes, the metadata names {info.class_ids.size} class ids")
 
 
 def _gpu_usable(ort) -> bool:
@@ -118,6 +160,7 @@ class OnnxModel:
             raise Yt8mError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
         self.path = path
         self.info = read_info(path, self.session.get_modelmeta().custom_metadata_map)
+        check_graph(path, self.session, self.info)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         # io binding: None = on the GPU, and wherever the caller gives an output buffer (ONNX Runtime

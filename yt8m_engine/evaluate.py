@@ -22,8 +22,8 @@ from . import format as fmt
 from .engine import OnnxModel, predict_videos
 from .errors import Yt8mError
 from .infer import Options, open_model, run_pipeline, score_segments
-from .io.reader import resolve_files
-from .io.tfrecord import AtomicWriter, frame_record
+from .io.files import AtomicWriter, resolve_files
+from .io.tfrecord import frame_record
 from .kernels.metrics import VideoMetrics, cross_entropy_sum, ranked_flags
 from .rank.topn import SegmentScores, segment_keys
 from .train.config import CHECKPOINT_DIR, load_config  # (plain data: no TensorFlow)

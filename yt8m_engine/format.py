@@ -145,3 +145,23 @@ def quantize(x: np.ndarray) -> np.ndarray:
 
 def expand_path(path: str) -> str:
     return os.path.expanduser(path)
+
+
+# -- video ids ------------------------------------------------------------------------------------
+# The dataset's ids are 4 characters ("Xy2z"). An id is written raw into the submission CSVs, where a
+# comma, a space, a colon (segment ids are `video:start`), a quote or a line break would change the
+# file's structure, so an id is refused (with its file and record named) unless it is 1 to 256
+# printable ASCII characters other than those.
+MAX_ID_BYTES = 256
+VIDEO_ID_RULE = (f"an id is 1 to {MAX_ID_BYTES} printable ASCII characters without spaces, commas, "
+                 "colons or quotes")
+_ID_OK = bytes(c for c in range(0x21, 0x7F) if chr(c) not in ',:"')
+
+
+def valid_video_id(v: bytes) -> bool:
+    return 0 < len(v) <= MAX_ID_BYTES and not v.translate(None, _ID_OK)
+
+
+def show_id(v: bytes) -> str:
+    """An id as the user can read it in one line (escaped, cut at 40 bytes)."""
+    return repr(v[:40])[1:] + ("..." if len(v) > 40 else "")

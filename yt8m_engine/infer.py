@@ -11,6 +11,7 @@ byte-identical CSV whatever the threads and chunks, and `--shard i/n` partial ra
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import sys
@@ -23,7 +24,8 @@ import numpy as np
 from . import format as fmt
 from .engine import OnnxModel, predict_segments, predict_videos
 from .errors import Yt8mError
-from .io.reader import Reader, resolve_files
+from .io.files import check_output, resolve_files
+from .io.reader import Reader
 from .kernels.metrics import topk_serial
 from .rank.partial import Partial, merge_partials
 from .rank.submission import IdTable, video_csv_lines
@@ -39,6 +41,8 @@ class Stats:
     segments: int = 0
     bytes: int = 0
     corrupt: int = 0
+    duplicate_ids: int = 0      # records whose video id an earlier record has (written again)
+    duplicate_example: str = ""
     stage: dict = field(default_factory=lambda: {k: 0.0 for k in ("read", "parse", "infer", "rank", "write")})
     wall: float = 0.0
     provider: str = ""
@@ -46,7 +50,7 @@ class Stats:
     def to_dict(self) -> dict:
         w = max(self.wall, 1e-9)
         return {"files": self.files, "videos": self.videos, "segments": self.segments, "bytes": self.bytes,
-                "corrupt": self.corrupt, "seconds": round(self.wall, 3),
+                "corrupt": self.corrupt, "duplicate_ids": self.duplicate_ids, "seconds": round(self.wall, 3),
                 "videos_per_sec": self.videos / w, "segments_per_sec": self.segments / w,
                 "input_mb_per_sec": self.bytes / 1e6 / w,
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage.items()}, "provider": self.provider}
@@ -148,6 +152,8 @@ def infer(model_path: str, input_data_pattern: str, output_file: str | None = No
     opts = Options(**options).validate()
     sh = parse_shard(shard)
     all_files = resolve_files(input_data_pattern)
+    if output_file:
+        check_output(output_file, all_files)
     work = [(i, f) for i, f in enumerate(all_files) if sh is None or i % sh[1] == sh[0]]
     if engine == "ray":
         from .distributed import ray_infer
@@ -158,14 +164,30 @@ def infer(model_path: str, input_data_pattern: str, output_file: str | None = No
     else:
         raise Yt8mError(f"unknown --engine {engine!r}: use local or ray")
     t0 = time.perf_counter()
+    stats.duplicate_ids, stats.duplicate_example = partial.ids.duplicates()
     if output_file:
         if sh is not None:
+            partial.fingerprint = fingerprint(model_path, all_files, opts)
+            partial.shard = sh
             partial.save(output_file)
         else:
             partial.write_csv(output_file)
     stats.stage["write"] += time.perf_counter() - t0
     stats.wall = time.perf_counter() - t_wall
     return stats
+
+
+def fingerprint(model_path: str, files: list[str], opts: Options) -> dict:
+    """What a partial ranking was made from, so that merge refuses a mixture: the model file's bytes,
+    the names of the input files (all shards', in order) and the options that change the ranking."""
+    h = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    names = hashlib.sha256("\n".join(os.path.basename(f) for f in files).encode()).hexdigest()[:16]
+    mode = (f"segments, {opts.segment_mode} mode, top_k {opts.top_k}" if opts.segment_labels
+            else f"videos, top_k {opts.top_k}")
+    return {"model": h.hexdigest()[:16], "files": f"{len(files)} files {names}", "options": mode}
 
 
 def _workers(opts: Options) -> int:
@@ -240,6 +262,7 @@ class VideoJob:
         self.batch_size = opts.batch_size or (256 if model.on_gpu else 16)
         self.chunk = opts.chunk or 256
         self.lines: dict[int, list[tuple[int, str]]] = {}  # file -> (first record, CSV lines) per chunk
+        self.ids = IdTable(num_files)
         self.lock = threading.Lock()
 
     def run(self, fidx: int, b, state: dict, tick) -> int:
@@ -249,11 +272,12 @@ class VideoJob:
         lines = video_csv_lines(b.ids, self.model.info.class_ids[c], sc)
         with self.lock:
             self.lines.setdefault(fidx, []).append((int(b.record_index[0]) if len(b) else 0, lines))
+            self.ids.add(fidx, b.record_index, b.ids)
         tick("rank")
         return 0
 
     def result(self) -> Partial:
-        return Partial("video", self.num_files, video_text={f: "".join(t for _, t in sorted(v))
+        return Partial("video", self.num_files, ids=self.ids, video_text={f: "".join(t for _, t in sorted(v))
                                                             for f, v in self.lines.items()})
 
 
@@ -414,6 +438,9 @@ def merge(partials: list[str], output_file: str, segment_max_pred: int | None = 
     """Combine `infer --shard` partial rankings into the final CSV (identical to a single run)."""
     if not partials:
         raise Yt8mError("merge needs at least one partial ranking")
+    check_output(output_file, partials)
     merged = merge_partials([Partial.load(p) for p in partials], partials, segment_max_pred)
+    dup, example = merged.ids.duplicates()
     merged.write_csv(output_file)
-    return {"output": output_file, "partials": len(partials), "bytes": os.path.getsize(output_file)}
+    return {"output": output_file, "partials": len(partials), "bytes": os.path.getsize(output_file),
+            "duplicate_ids": dup, "duplicate_example": example}

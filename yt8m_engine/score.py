@@ -18,8 +18,8 @@ from . import __version__
 from . import format as fmt
 from .errors import Yt8mError
 from .io.proto import csr_bytes
-from .io.reader import Reader, file_signature, resolve_files
-from .io.tfrecord import AtomicWriter
+from .io.files import AtomicWriter, file_signature, open_input, read_full, resolve_files
+from .io.reader import Reader
 from .rank.submission import SEGMENT_HEADER, entry_key, id_hash
 
 
@@ -262,17 +262,15 @@ def submission_lines(path: str, block_bytes: int = 64 << 20):
     block grows only to hold a line longer than itself)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .io.tfrecord import _open, _read_full
-
     try:
-        f, _ = _open(path)
+        f, _ = open_input(path)
     except OSError as e:
         raise Yt8mError(f"{path}: cannot read submission ({e.strerror or e})") from None
     bufs = [np.empty(block_bytes, np.uint8), np.empty(block_bytes, np.uint8)]
     line_no = 1
     with f, ThreadPoolExecutor(1) as pool:
         cur, carry = 0, 0
-        pending = pool.submit(_read_full, f, memoryview(bufs[cur]))
+        pending = pool.submit(read_full, f, memoryview(bufs[cur]))
         while True:
             n = carry + pending.result()
             buf = bufs[cur]
@@ -283,7 +281,7 @@ def submission_lines(path: str, block_bytes: int = 64 << 20):
                 bigger[:n] = buf[:n]
                 bufs[cur] = bigger
                 carry = n
-                pending = pool.submit(_read_full, f, memoryview(bigger)[n:])
+                pending = pool.submit(read_full, f, memoryview(bigger)[n:])
                 continue
             ends = np.append(nl, n) if eof and n and buf[n - 1] != 10 else nl  # (a last line without \n)
             tail = 0 if eof else n - int(nl[-1]) - 1
@@ -292,7 +290,7 @@ def submission_lines(path: str, block_bytes: int = 64 << 20):
                 if nxt.size < max(block_bytes, 2 * tail):
                     nxt = bufs[1 - cur] = np.empty(max(block_bytes, 2 * tail), np.uint8)
                 nxt[:tail] = buf[n - tail:n]
-                pending = pool.submit(_read_full, f, memoryview(nxt)[tail:])
+                pending = pool.submit(read_full, f, memoryview(nxt)[tail:])
             starts = np.empty(ends.size, np.int64)
             if ends.size:
                 starts[0] = 0

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .. import __version__
 from .. import format as fmt
 from ..errors import Yt8mError
-from ..io.tfrecord import AtomicWriter
+from ..io.files import AtomicWriter, check_output
 from .paths import eval_classes, export_paths
 from ..train.config import ModelConfig
 
@@ -313,9 +313,11 @@ def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = Fa
     """Export the latest (or a given) checkpoint of train_dir to an ONNX file, written atomically."""
     from ..train.trainer import load_model
 
+    check_output(output)
     model, cfg, step = load_model(train_dir, checkpoint)
+    # the run's folder name only: no absolute path of the exporting machine travels with the model
     m = build_onnx(model, cfg, classes=classes, fp16=fp16, step=step, frames=frames,
-                   extra_metadata={"yt8m.train_dir": os.path.abspath(train_dir)})
+                   extra_metadata={"yt8m.train_dir": os.path.basename(os.path.normpath(train_dir))})
     onnx.checker.check_model(m)
     with AtomicWriter(output) as f:
         f.write(m.SerializeToString())

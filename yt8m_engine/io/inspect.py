@@ -10,7 +10,8 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
-from .reader import Reader, file_signature, resolve_files
+from .files import file_signature, resolve_files
+from .reader import Reader
 from .tfrecord import record_blocks
 
 

@@ -1,8 +1,6 @@
 """TF-free reader of YouTube-8M TFRecords into numpy batches (Numba wire decoding, no TensorFlow)."""
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -11,60 +9,8 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
+from .files import resolve_files
 from .tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, E_TRUNCATED, record_blocks
-
-
-def is_url(path: str) -> bool:
-    """gs://, s3://, memory://, file:// ...: read through fsspec (pip install 'yt8m-engine[cloud]')."""
-    return "://" in path
-
-
-def _fsspec():
-    try:
-        import fsspec
-    except ImportError:
-        raise Yt8mError("reading URLs (gs://, s3://, ...) needs fsspec: pip install 'yt8m-engine[cloud]'") from None
-    return fsspec
-
-
-def resolve_files(pattern: str) -> list[str]:
-    """Files matching a glob (or several, comma-separated), sorted; an error when nothing matches.
-
-    Local paths and URLs (gs://bucket/3/frame/test*.tfrecord, through fsspec) are both accepted.
-    """
-    files: list[str] = []
-    for part in [p.strip() for p in pattern.split(",") if p.strip()]:
-        if is_url(part):
-            fs, root = _fsspec().core.url_to_fs(part)
-            try:
-                found = fs.glob(root) if glob.has_magic(root) else ([root] if fs.isfile(root) else [])
-            except OSError as e:
-                raise Yt8mError(f"{part}: cannot list ({e})") from None
-            files.extend(fs.unstrip_protocol(f) for f in found if fs.isfile(f))
-            continue
-        part = fmt.expand_path(part)
-        if glob.has_magic(part):
-            files.extend(f for f in glob.glob(part) if os.path.isfile(f))
-        elif os.path.isfile(part):
-            files.append(part)
-        elif os.path.isdir(part):
-            raise Yt8mError(f"{part}: is a directory; give a file pattern such as '{os.path.join(part, '*.tfrecord')}'")
-    files = sorted(set(files))
-    if not files:
-        raise Yt8mError(f"no files match {pattern!r}")
-    return files
-
-
-def file_signature(path: str) -> list:
-    """(path, size, modification stamp) of a local file or URL: changes when the file does."""
-    if is_url(path):
-        fs, p = _fsspec().core.url_to_fs(path)
-        info = fs.info(p)
-        stamp = next((str(info[k]) for k in ("mtime", "LastModified", "updated", "etag", "ETag", "created")
-                      if k in info), "")
-        return [path, int(info.get("size") or 0), stamp]
-    st = os.stat(path)
-    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
 
 @dataclass
@@ -132,6 +78,9 @@ class Batch:
         return self.labels[self.label_offsets[i]:self.label_offsets[i + 1]]
 
 
+_REFUSED = 99  # status of a record whose video id was refused (re-parsed without it)
+
+
 def describe(code: int, aux: np.ndarray, spec: fmt.FeatureSpec, num_classes: int) -> str:
     keys = list(proto.CONTEXT_KEYS) + list(spec.names)
     a0, a1, a2 = (int(x) for x in aux)
@@ -139,7 +88,7 @@ def describe(code: int, aux: np.ndarray, spec: fmt.FeatureSpec, num_classes: int
     if code == E_TRUNCATED:
         return "truncated record (the file ends inside it); the rest of the file cannot be read"
     if code == E_LENGTH_CRC:
-        return "length CRC mismatch (corrupt record header); the rest of the file cannot be read"
+        return "length CRC mismatch (corrupt record header); skipped to the next valid record header"
     if code == E_PAYLOAD_CRC:
         return "payload CRC mismatch (corrupt record data)"
     if code == proto.E_PROTO:
@@ -263,7 +212,8 @@ class Reader:
         proto.check_values(buf, err, aux, vs, ve, cnt, nfr, self.num_classes, self.segments, lab_tmp, seg_tmp)
         bad = np.flatnonzero(err)
         for r in bad:
-            self._problem(path, first_index + int(r), describe(int(err[r]), aux[r], spec, self.num_classes))
+            if err[r] != _REFUSED:  # (already reported)
+                self._problem(path, first_index + int(r), describe(int(err[r]), aux[r], spec, self.num_classes))
         good = err == 0
         rows = np.full(len(err), -1, np.int64)
         rows[good] = np.arange(int(good.sum()))
@@ -317,7 +267,18 @@ class Reader:
                    frames if frames is not None else np.zeros((1, 1), np.uint8), video_u8,
                    self.segments, self.copy_frames)
         raw = id_bytes.tobytes()
-        ids = [raw[id_off[i]:id_off[i] + id_len[i]].decode("utf-8", "replace") for i in range(n)]
+        ids = [raw[id_off[i]:id_off[i] + id_len[i]] for i in range(n)]
+        bad_ids = [i for i, v in enumerate(ids) if not fmt.valid_video_id(v)]
+        if bad_ids:  # before anything is returned: a refused id never reaches a CSV
+            for i in bad_ids:
+                r = int(np.flatnonzero(good)[i])
+                self._problem(path, first_index + r, f"video id {fmt.show_id(ids[i])} is not a valid id: "
+                                                     f"{fmt.VIDEO_ID_RULE}")
+            keep = np.ones(n, bool)
+            keep[bad_ids] = False
+            good[np.flatnonzero(good)[~keep]] = False
+            return self.parse_records(buf, offs, lens, np.where(good, status, _REFUSED), path, first_index, store)
+        ids = [v.decode("ascii") for v in ids]
         return Batch(ids=ids, label_offsets=lab_off, labels=labels, num_frames=num_frames,
                      frame_offsets=frame_off if seq else None,
                      frames=frames if (seq and self.copy_frames) else None, features=video,

@@ -1,12 +1,10 @@
-"""TFRecord framing: record scanning (Numba), CRC32C checks (hardware, `crc32c` package), atomic writer.
+"""TFRecord framing: record scanning (Numba), CRC32C checks (hardware, `crc32c` package), writer.
 
 A TFRecord file is a sequence of records:
     uint64 length (little endian) | uint32 masked_crc32c(length bytes) | payload | uint32 masked_crc32c(payload)
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from typing import NamedTuple
 
@@ -15,6 +13,7 @@ from crc32c import crc32c as _crc32c
 from numba import njit
 
 from ..errors import Yt8mError
+from .files import AtomicWriter, open_input, read_full
 
 
 def masked_crc(data) -> int:
@@ -81,13 +80,37 @@ def _scan(buf):
     return out[:k], stat[:k]
 
 
-def scan_records(buf: np.ndarray, check_crc: bool = True):
-    """Find every record in a whole file's bytes.
+def _crc_table() -> np.ndarray:
+    t = np.zeros(256, np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t[i] = c
+    return t
 
-    Returns (offsets, lengths, status): payload offset and length per record, and a status code
-    (OK, E_PAYLOAD_CRC for a record whose framing is sound but whose payload is damaged, or a final
-    E_TRUNCATED / E_LENGTH_CRC entry after which the rest of the file cannot be framed).
-    """
+
+_CRC_TABLE = _crc_table()
+
+
+@njit(cache=True, nogil=True)
+def _resync(buf, start, table):
+    """The first position at or after start where a record header can begin: 8 length bytes whose masked
+    CRC32C is the next 4 bytes (a false match in damaged data: 1 in 2^32 positions). -1: none."""
+    for p in range(start, buf.shape[0] - 11):
+        c = np.uint32(0xFFFFFFFF)
+        for b in range(8):
+            c = table[(c ^ np.uint32(buf[p + b])) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        c = c ^ np.uint32(0xFFFFFFFF)
+        m = (((c >> np.uint32(15)) | (c << np.uint32(17))) + np.uint32(MASK_DELTA)) & np.uint32(0xFFFFFFFF)
+        stored = np.uint32(buf[p + 8]) | (np.uint32(buf[p + 9]) << np.uint32(8)) | \
+            (np.uint32(buf[p + 10]) << np.uint32(16)) | (np.uint32(buf[p + 11]) << np.uint32(24))
+        if m == stored:
+            return p
+    return -1
+
+
+def _scan_checked(buf: np.ndarray, check_crc: bool):
     rec, stat = _scan(buf)
     if check_crc:
         mv = memoryview(buf)
@@ -102,14 +125,30 @@ def scan_records(buf: np.ndarray, check_crc: bool = True):
     return rec[:, 1].copy(), rec[:, 2].copy(), stat
 
 
-def _open(path: str):
-    """(binary file object, size) of a local file or a URL (fsspec)."""
-    if "://" in path:
-        from .reader import _fsspec
+def scan_records(buf: np.ndarray, check_crc: bool = True):
+    """Find every record in a whole file's bytes.
 
-        fs, p = _fsspec().core.url_to_fs(path)
-        return fs.open(p, "rb"), int(fs.size(p))
-    return open(path, "rb"), os.path.getsize(path)
+    Returns (offsets, lengths, status): payload offset and length per record, and a status code
+    (OK, E_PAYLOAD_CRC for a record whose framing is sound but whose payload is damaged, E_LENGTH_CRC for
+    a damaged header: the bytes from it to the next valid header, where framing resumes (when CRCs are
+    checked; to the end where none is found), or a final E_TRUNCATED entry: the file ends inside it).
+    """
+    parts = []
+    base = 0
+    while True:
+        offs, lens, stat = _scan_checked(buf[base:], check_crc)
+        offs += base
+        parts.append((offs, lens, stat))
+        if not (check_crc and stat.size and stat[-1] == E_LENGTH_CRC):
+            break
+        p = _resync(buf, int(offs[-1]) + 1, _CRC_TABLE)
+        if p < 0:
+            break
+        lens[-1] = p - offs[-1]
+        base = p
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate(x) for x in zip(*parts))
 
 
 class _ZlibReader:
@@ -156,17 +195,6 @@ def _uncompressed(f, path: str):
     return f, False
 
 
-def _read_full(f, view) -> int:
-    """readinto until the view is full or the file ends; the number of bytes read."""
-    got = 0
-    while got < len(view):
-        n = f.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
-
-
 class Block(NamedTuple):
     """Whole records of a file, as scan_records reports them over buf."""
 
@@ -183,11 +211,11 @@ def record_blocks(path: str, take_buffer, block_bytes: int = 16 << 20, check_crc
     bounded whatever the file size, and a reused buffer costs the OS no fresh zeroed pages.
 
     take_buffer(n) returns a uint8 array of at least n bytes. A record cut by the end of a block is
-    carried to the next one (a record larger than a block gets a larger buffer); nothing is read past
-    a record whose length cannot be trusted (a length CRC mismatch).
+    carried to the next one (a record larger than a block gets a larger buffer); after a header whose
+    length cannot be trusted (a length CRC mismatch) reading resumes at the next valid header.
     """
     try:
-        f, size = _open(path)
+        f, size = open_input(path)
         f, compressed = _uncompressed(f, path)
     except OSError as e:
         raise Yt8mError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
@@ -197,14 +225,15 @@ def record_blocks(path: str, take_buffer, block_bytes: int = 16 << 20, check_crc
         # may ask for at most 256 MB more (a YouTube-8M record is under 1 MB): no absurd allocation
         left = (256 << 20) if compressed else size
         first = 0
+        resync = False  # the tail is the end of a damaged region, not a record: look for a header in it
         while True:
             need = min(max(block_bytes, tail.size), tail.size + left)
-            if tail.size >= 8:  # a carried record that needs a larger buffer
+            if tail.size >= 8 and not resync:  # a carried record that needs a larger buffer
                 need = min(max(need, int.from_bytes(tail[:8].tobytes(), "little") + 16), tail.size + left)
             buf = take_buffer(max(need, 1))[:need]
             buf[:tail.size] = tail
             try:
-                got = _read_full(f, memoryview(buf)[tail.size:])
+                got = read_full(f, memoryview(buf)[tail.size:])
             except (OSError, EOFError, zlib.error) as e:  # EOFError / zlib.error: a damaged compressed stream
                 what = "damaged compressed stream" if compressed and not isinstance(e, OSError) else "cannot read"
                 raise Yt8mError(f"{path}: {what} ({getattr(e, 'strerror', None) or e})") from None
@@ -214,13 +243,22 @@ def record_blocks(path: str, take_buffer, block_bytes: int = 16 << 20, check_crc
             at_end = got < need - tail.size or (not compressed and left <= 0)
             buf = buf[:n]
             offs, lens, status = scan_records(buf, check_crc)
+            # damaged to the block's end: the next valid header may begin in its last 11 bytes
+            damaged = int(offs[-1]) if check_crc and len(status) and status[-1] == E_LENGTH_CRC \
+                and offs[-1] + lens[-1] == n else -1
+            if resync and len(status) and status[0] == E_LENGTH_CRC and offs[0] == 0:
+                offs, lens, status = offs[1:], lens[1:], status[1:]  # the same damaged region (counted once)
             tail = np.zeros(0, np.uint8)
+            resync = False
             if not at_end and len(status) and status[-1] == E_TRUNCATED:  # cut by the block's end
                 tail = buf[offs[-1]:].copy()
                 offs, lens, status = offs[:-1], lens[:-1], status[:-1]
+            elif not at_end and damaged >= 0:
+                tail = buf[max(damaged + 1, n - 11):].copy()
+                resync = True
             yield Block(buf, offs, lens, status, first, got)
             first += len(offs)
-            if at_end or (len(status) and status[-1] == E_LENGTH_CRC):  # nothing after it can be framed
+            if at_end or (not check_crc and len(status) and status[-1] == E_LENGTH_CRC):
                 return
 
 
@@ -228,43 +266,6 @@ def frame_record(payload: bytes) -> bytes:
     """One TFRecord frame around payload."""
     head = len(payload).to_bytes(8, "little")
     return b"".join((head, masked_crc(head).to_bytes(4, "little"), payload, masked_crc(payload).to_bytes(4, "little")))
-
-
-_UMASK = os.umask(0)  # read once, at import (os.umask only reads by also setting)
-os.umask(_UMASK)
-
-
-class AtomicWriter:
-    """Write a file under a temporary name in the target folder; rename into place on success only.
-    The file gets the permissions a plain open() would give it (mkstemp's are owner-only)."""
-
-    def __init__(self, path: str, mode: str = "wb"):
-        self.path = path
-        self.mode = mode
-        self._f = None
-        self._tmp = None
-
-    def __enter__(self):
-        folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp", dir=folder)
-            os.chmod(self._tmp, 0o666 & ~_UMASK)
-        except OSError as e:
-            raise Yt8mError(f"{self.path}: cannot write ({e.strerror or e})") from None
-        self._f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8", "newline": ""}))
-        return self._f
-
-    def __exit__(self, exc_type, exc, tb):
-        self._f.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            try:
-                os.unlink(self._tmp)
-            except OSError:
-                pass
-        return False
 
 
 class TFRecordWriter:

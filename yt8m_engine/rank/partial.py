@@ -7,13 +7,15 @@ input files), so merging any split of the files reproduces a single run byte for
 from __future__ import annotations
 
 import io
+import json
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
 
 from ..errors import Yt8mError
-from ..io.tfrecord import AtomicWriter
+from ..io.files import AtomicWriter
 from .submission import VIDEO_HEADER, IdTable, write_segment_csv
 from .topn import TopN, merge_rankings
 
@@ -28,13 +30,17 @@ class Partial:
     #                                each row valid up to its count
     ids: IdTable | None = None
     video_text: dict = field(default_factory=dict)  # file index -> CSV lines of its videos
+    fingerprint: dict = field(default_factory=dict)  # what made it: model file hash, input files, options
+    shard: tuple = (0, 1)                           # (i, n) of infer --shard i/n
 
     @classmethod
     def from_topn(cls, topn: TopN, class_ids, ids: IdTable, num_files: int) -> "Partial":
         return cls("segment", num_files, topn.n, np.asarray(class_ids, np.int64), topn.result(), ids)
 
     def to_arrays(self) -> dict:
-        d = {"kind": np.array(self.kind), "num_files": np.array(self.num_files), "top_n": np.array(self.top_n)}
+        d = {"kind": np.array(self.kind), "num_files": np.array(self.num_files), "top_n": np.array(self.top_n),
+             "fingerprint": np.array(json.dumps(self.fingerprint, sort_keys=True)),
+             "shard": np.array(self.shard, np.int64), **self.ids.to_arrays()}
         if self.kind == "segment":
             s, k, c = self.ranking
             if int(np.sum(c)) < s.size // 2:  # rows differ widely in length (top-k mode): each class's
@@ -42,7 +48,7 @@ class Partial:
                 s, k = s[valid], k[valid]
             else:  # rows nearly full (all-classes mode): as they are, with no copy (past a count: zeros)
                 s, k = _zero_past_counts(s, c), _zero_past_counts(k, c)
-            d.update(class_ids=self.class_ids, scores=s, keys=k, counts=c, **self.ids.to_arrays())
+            d.update(class_ids=self.class_ids, scores=s, keys=k, counts=c)
         else:
             files = sorted(self.video_text)
             d.update(line_files=np.array(files, np.int64),
@@ -54,14 +60,30 @@ class Partial:
         try:
             kind = str(d["kind"])
             num_files = int(d["num_files"])
+            if kind not in ("segment", "video") or not 1 <= num_files < 1 << 23:
+                raise ValueError(f"kind {kind!r} of {num_files} files")
+            fingerprint = json.loads(str(d["fingerprint"]))
+            shard = tuple(int(x) for x in np.asarray(d["shard"], np.int64).reshape(-1))
+            if not isinstance(fingerprint, dict) or len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+                raise ValueError(f"fingerprint or shard {shard}")
+            per_file = _check_id_table(d, num_files)
+            ids = IdTable.from_arrays(num_files, d)
             if kind == "segment":
-                if np.shape(d["counts"]) != np.shape(d["class_ids"]):
+                if np.shape(d["counts"]) != np.shape(d["class_ids"]) or np.ndim(d["class_ids"]) != 1:
                     raise ValueError(f"counts for {np.size(d['counts'])} classes, {np.size(d['class_ids'])} class ids")
+                top_n = int(d["top_n"])
                 ranking = _ranking_rows(d["scores"], d["keys"], d["counts"])
-                _check_ids_and_keys(d, ranking, num_files)
-                return cls(kind, num_files, int(d["top_n"]), d["class_ids"], ranking, IdTable.from_arrays(num_files, d))
-            return cls(kind, num_files, video_text={int(f): str(t) for f, t in zip(d["line_files"], d["line_text"])})
-        except (KeyError, ValueError) as e:
+                if top_n < 1 or (ranking[2] > top_n).any():
+                    raise ValueError(f"a class ranks more segments than the partial's N ({top_n})")
+                _check_keys(ranking, per_file)
+                return cls(kind, num_files, top_n, np.asarray(d["class_ids"], np.int64), ranking, ids,
+                           fingerprint=fingerprint, shard=shard)
+            files = np.asarray(d["line_files"], np.int64)
+            if files.shape != np.shape(d["line_text"]) or ((files < 0) | (files >= num_files)).any():
+                raise ValueError("CSV lines of files outside the partial's file list")
+            return cls(kind, num_files, ids=ids, fingerprint=fingerprint, shard=shard,
+                       video_text={int(f): str(t) for f, t in zip(files, d["line_text"])})
+        except (KeyError, ValueError, TypeError, IndexError) as e:
             raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
 
     def to_bytes(self) -> bytes:
@@ -80,8 +102,11 @@ class Partial:
         try:
             with np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False) as z:
                 return cls.from_arrays({k: z[k] for k in z.files}, name)
-        except (OSError, ValueError) as e:
-            raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' ({e})") from None
+        except FileNotFoundError:
+            raise Yt8mError(f"{name}: no such file") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError, BadZipFile: cut or empty
+            raise Yt8mError(f"{name}: not a partial ranking written by 'infer --shard' "
+                            f"({type(e).__name__}: {e or 'empty or cut short'})") from None
 
     def write_csv(self, path: str) -> None:
         if self.kind == "segment":
@@ -116,10 +141,9 @@ def _bad_keys(keys, counts, per_file):
     return False
 
 
-def _check_ids_and_keys(d, ranking, num_files: int) -> None:
-    """Every array a kernel will index, checked first: the id table's files, counts and offsets, and each
-    ranked key's file (one of this partial's) and record (below that file's id count). A key past its
-    table would have the CSV writer read memory out of bounds."""
+def _check_id_table(d, num_files: int) -> np.ndarray:
+    """Every array a kernel will index, checked first: the id table's files, counts and offsets.
+    Returns the ids each file holds (-1: a file not in this partial)."""
     files = np.asarray(d["id_files"], np.int64)
     counts = np.asarray(d["id_counts"], np.int64)
     off = np.asarray(d["id_off"], np.int64)
@@ -131,9 +155,15 @@ def _check_ids_and_keys(d, ranking, num_files: int) -> None:
     if off.ndim != 1 or off.size != int(counts.sum()) + 1 or off[0] != 0 or off[-1] != n_bytes or \
             (np.diff(off) < 0).any():
         raise ValueError("the id table's offsets do not cover its bytes in order")
-    _, keys, c = ranking
-    per_file = np.full(num_files, -1, np.int64)  # ids a file holds (-1: not in this partial)
+    per_file = np.full(num_files, -1, np.int64)
     per_file[files] = counts
+    return per_file
+
+
+def _check_keys(ranking, per_file: np.ndarray) -> None:
+    """Each ranked key's file is one of this partial's and its record is below that file's id count: a
+    key past its table would have the CSV writer read memory out of bounds."""
+    _, keys, c = ranking
     if _bad_keys(np.ascontiguousarray(keys, np.int64), np.asarray(c, np.int64), per_file):
         raise ValueError("a ranked segment's key names a file or record that its id table does not hold")
 
@@ -157,8 +187,10 @@ def _ranking_rows(scores, keys, counts):
     return s, k, counts
 
 
-def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: int | None = None) -> Partial:
-    """One Partial from several (same kind, same file list, disjoint files)."""
+def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: int | None = None,
+                   every_shard: bool = True) -> Partial:
+    """One Partial from several (same kind, same file list, same fingerprint, disjoint files); every_shard:
+    they must be the shards 0/n .. n-1/n of one split, each once (False: pieces of one run, e.g. Ray's)."""
     if not parts:
         raise Yt8mError("merge needs at least one partial ranking")
     names = names or [f"partial {i}" for i in range(len(parts))]
@@ -168,13 +200,22 @@ def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: 
             raise Yt8mError("cannot merge segment and video partial rankings together")
         if p.num_files != p0.num_files:
             raise Yt8mError(f"{name}: made from another file list ({p.num_files} files, not {p0.num_files})")
+        for key, what in (("files", "input files"), ("model", "model file"), ("options", "options")):
+            if p.fingerprint.get(key) != p0.fingerprint.get(key):
+                raise Yt8mError(f"{name}: made with other {what} than {names[0]} "
+                                f"({p.fingerprint.get(key)} vs {p0.fingerprint.get(key)}); merge the shards of one run")
+    if every_shard:
+        _check_shards(parts, names)
+    ids = IdTable(p0.num_files)
+    for p in parts:
+        ids.update(p.ids)
     if p0.kind == "video":
         text: dict = {}
         for p, name in zip(parts, names):
             if set(text) & set(p.video_text):
                 raise Yt8mError(f"{name}: overlaps another partial ranking (same files twice?)")
             text.update(p.video_text)
-        return Partial("video", p0.num_files, video_text=text)
+        return Partial("video", p0.num_files, ids=ids, video_text=text, fingerprint=p0.fingerprint)
     for p, name in zip(parts, names):
         if not np.array_equal(p.class_ids, p0.class_ids):
             raise Yt8mError(f"{name}: ranks other classes than {names[0]}")
@@ -184,8 +225,23 @@ def merge_partials(parts: list[Partial], names: list[str] | None = None, top_n: 
     if top_n is not None and not 1 <= top_n <= p0.top_n:
         raise Yt8mError(f"--segment_max_pred {top_n}: the partial rankings hold {p0.top_n} segments a class; "
                         f"give 1 to {p0.top_n}")
-    ids = IdTable(p0.num_files)
-    for p in parts:
-        ids.update(p.ids)
     n = top_n or p0.top_n
-    return Partial("segment", p0.num_files, n, p0.class_ids, merge_rankings([p.ranking for p in parts], n), ids)
+    return Partial("segment", p0.num_files, n, p0.class_ids, merge_rankings([p.ranking for p in parts], n), ids,
+                   fingerprint=p0.fingerprint)
+
+
+def _check_shards(parts: list[Partial], names: list[str]) -> None:
+    """One partial for each shard i/n of one split: none twice, none missing."""
+    n = parts[0].shard[1]
+    have: dict[int, str] = {}
+    for p, name in zip(parts, names):
+        if p.shard[1] != n:
+            raise Yt8mError(f"{name}: shard {p.shard[0]}/{p.shard[1]} of another split than {names[0]} "
+                            f"({parts[0].shard[0]}/{n})")
+        if p.shard[0] in have:
+            raise Yt8mError(f"{name}: shard {p.shard[0]}/{n} again (also {have[p.shard[0]]})")
+        have[p.shard[0]] = name
+    missing = [f"{i}/{n}" for i in range(n) if i not in have]
+    if missing:
+        raise Yt8mError(f"missing partial rankings for shard{'s' if len(missing) > 1 else ''} {', '.join(missing[:10])}"
+                        f"{' ...' if len(missing) > 10 else ''} (of {n}); merge needs every shard of the run")

@@ -33,6 +33,14 @@ def entry_key(h, cls, start):
     return k ^ (k >> np.uint64(32))
 
 
+@njit(cache=True, nogil=True)
+def _id_hashes(off, data):
+    out = np.empty(off.shape[0] - 1, np.uint64)
+    for i in range(out.shape[0]):
+        out[i] = id_hash(data, off[i], off[i + 1])
+    return out
+
+
 # -- writers -------------------------------------------------------------------------------------
 class IdTable:
     """Video ids of the processed files, addressable by segment key (file index, record index in file).
@@ -74,6 +82,24 @@ class IdTable:
         counts = np.array([len(self.by_file[f]) for f in files], np.int64)
         data, off = csr_bytes([i for f in files for i in self.by_file[int(f)]])
         return {"id_files": files, "id_counts": counts, "id_off": off, "id_bytes": data}
+
+    def duplicates(self) -> tuple[int, str]:
+        """(records whose id an earlier record of the table already has, one such id): the same video
+        in two files, or twice in one, is written twice. Hashes sorted, equal neighbours compared."""
+        _, off, data = self.arrays()
+        h = _id_hashes(off, data)
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        same = np.flatnonzero(hs[1:] == hs[:-1])
+        count, example = 0, ""
+        raw = data.tobytes()
+        for i in same.tolist():
+            a, b = int(order[i]), int(order[i + 1])
+            ia, ib = raw[off[a]:off[a + 1]], raw[off[b]:off[b + 1]]
+            if ia and ia == ib:
+                count += 1
+                example = example or ia.decode("ascii", "backslashreplace")
+        return count, example
 
     @classmethod
     def from_arrays(cls, num_files: int, d) -> "IdTable":

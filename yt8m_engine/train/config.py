@@ -132,7 +132,7 @@ class TrainConfig:
 
 
 def save_config(train_dir: str, model: ModelConfig, train: TrainConfig) -> None:
-    from ..io.tfrecord import AtomicWriter
+    from ..io.files import AtomicWriter
 
     with AtomicWriter(os.path.join(train_dir, CONFIG_FILE), "w") as f:
         json.dump({"model": dataclasses.asdict(model), "train": dataclasses.asdict(train)}, f, indent=2)

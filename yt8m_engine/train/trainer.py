@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import Yt8mError
-from ..io.reader import resolve_files
+from ..io.files import resolve_files
 from ..kernels.metrics import VideoMetrics
 from .config import CHECKPOINT_DIR, CONFIG_FILE, OPTIMIZERS, ModelConfig, TrainConfig, load_config, save_config
 
@@ -74,7 +74,7 @@ def _strategy(tf, cluster):
 
 def training_files(pattern: str) -> list[str]:
     """Training input goes through TensorFlow's own file systems (gs://, file://, local)."""
-    from ..io.reader import is_url
+    from ..io.files import is_url
 
     if not any(is_url(p) for p in pattern.split(",")):
         return resolve_files(pattern)
