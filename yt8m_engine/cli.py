@@ -13,6 +13,7 @@ import time
 import click
 
 from .errors import Yt8mError
+from . import format as fmt
 from .format import FeatureSpec
 
 # TensorFlow's C++ log lines (CUDA probing on CPU machines, oneDNN banners) are not for users;
@@ -205,12 +206,16 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
         else:
             click.echo(format_eval(res))
             click.echo(f"reports in {out_dir}")
+            warn_notes(res["notes"], "left out of the metrics")
         if run_once or model_file:
             return
 
 
 def format_eval(res: dict) -> str:
     lines = [f"{'model':<22}{res['model']} (step {res['step']})", f"{'videos':<22}{res['videos']}"]
+    classes = len(res["_class_ids"])
+    if "segment_map" not in res and classes < fmt.NUM_CLASSES:
+        lines.append(f"{'classes':<22}{classes} (the export's: the video metrics cover these classes only)")
     if "segment_map" in res:
         lines.append(f"{'rated segments':<22}{res['rated_segments']} (Hit@1, GAP, mAP over these)")
     for k in ("hit_at_one", "perr", "gap", "map", "loss"):
@@ -274,6 +279,7 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
                    batch_size=batch_size, providers=providers, shard=shard, segment_mode=segment_mode,
                    skip_corrupt=skip_corrupt, threads=threads, progress=not as_json, engine=engine, address=address)
     warn_duplicates(st.duplicate_ids, st.duplicate_example)
+    warn_notes(st.notes, "left out of the ranking")
     if as_json:
         echo_json(st.to_dict())
         return
@@ -282,6 +288,13 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
     if output_file:
         click.echo(f"wrote {output_file}: {st.videos} videos, {st.segments} segments in {st.wall:.1f} s "
                    f"({st.provider})" + (f"; skipped {st.corrupt} corrupt records" if st.corrupt else ""))
+
+
+def warn_notes(notes: dict, left_out: str) -> None:
+    from .io.reader import note_lines
+
+    for line in note_lines(notes, left_out=True):
+        click.echo(f"note: {line.replace('(left out)', '(' + left_out + ')')}", err=True)
 
 
 def warn_duplicates(count: int, example: str) -> None:

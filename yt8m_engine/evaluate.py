@@ -188,7 +188,7 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
         res["segment_map"], per_class = _kaggle_map(job.ranker, rk, rc, rl, job.class_ids, top_n)
         res["segment_map_classes"] = len(per_class)
         res["top_n"] = top_n
-    res.update(model=info.model, step=info.step, corrupt=stats.corrupt)
+    res.update(model=info.model, step=info.step, corrupt=stats.corrupt, notes=stats.notes)
     res["_class_aps"] = m.class_aps()
     res["_class_ids"] = job.class_ids
     res["_positives"] = m.positives

@@ -25,7 +25,7 @@ from . import format as fmt
 from .engine import OnnxModel, predict_segments, predict_videos
 from .errors import Yt8mError
 from .io.files import check_output, resolve_files
-from .io.reader import Reader
+from .io.reader import Reader, merge_notes
 from .kernels.metrics import topk_serial
 from .rank.partial import Partial, merge_partials
 from .rank.submission import IdTable, video_csv_lines
@@ -43,6 +43,7 @@ class Stats:
     corrupt: int = 0
     duplicate_ids: int = 0      # records whose video id an earlier record has (written again)
     duplicate_example: str = ""
+    notes: dict = field(default_factory=dict)  # Reader.notes of the run (videos left out, oddities)
     stage: dict = field(default_factory=lambda: {k: 0.0 for k in ("read", "parse", "infer", "rank", "write")})
     wall: float = 0.0
     provider: str = ""
@@ -50,7 +51,8 @@ class Stats:
     def to_dict(self) -> dict:
         w = max(self.wall, 1e-9)
         return {"files": self.files, "videos": self.videos, "segments": self.segments, "bytes": self.bytes,
-                "corrupt": self.corrupt, "duplicate_ids": self.duplicate_ids, "seconds": round(self.wall, 3),
+                "corrupt": self.corrupt, "duplicate_ids": self.duplicate_ids,
+                "notes": {k: v[0] for k, v in self.notes.items()}, "seconds": round(self.wall, 3),
                 "videos_per_sec": self.videos / w, "segments_per_sec": self.segments / w,
                 "input_mb_per_sec": self.bytes / 1e6 / w,
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage.items()}, "provider": self.provider}
@@ -375,7 +377,7 @@ def run_pipeline(model: OnnxModel, work: list[tuple[int, str]], job, opts: Optio
 
     def work_chunks():
         reader = Reader(info.spec, skip_corrupt=opts.skip_corrupt, pad_frames=job.pad_frames,
-                        segments=job.ratings)
+                        segments=job.ratings, leave_out=True)
         # this worker's frame buffer, reused chunk after chunk, sized for the longest possible chunk
         # up front (growing it would have the OS zero fresh memory again)
         rows = chunk * -(-reader.max_frames // reader.pad_frames) * reader.pad_frames
@@ -410,6 +412,7 @@ def run_pipeline(model: OnnxModel, work: list[tuple[int, str]], job, opts: Optio
         finally:
             with lock:
                 stats.corrupt += reader.corrupt
+                merge_notes(stats.notes, reader.notes)
 
     threads = [threading.Thread(target=read_files, daemon=True)]
     threads += [threading.Thread(target=work_chunks, daemon=True) for _ in range(workers)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from . import format as fmt
 from .errors import Yt8mError
 from .io.proto import csr_bytes
 from .io.files import AtomicWriter, file_signature, open_input, read_full, resolve_files
-from .io.reader import Reader
+from .io.reader import Reader, note_lines
 from .rank.submission import SEGMENT_HEADER, entry_key, id_hash
 
 
@@ -78,7 +79,9 @@ def build_ratings(files: list[str], skip_corrupt: bool = False) -> Ratings:
     id_bytes, id_off = csr_bytes([raw[i] for i in order])  # ids in key order
     positives = np.bincount(cls_a[label_a == 1], minlength=fmt.NUM_CLASSES).astype(np.int64)
     if reader.corrupt:
-        print(f"warning: skipped {reader.corrupt} corrupt records")
+        print(f"warning: skipped {reader.corrupt} corrupt records", file=sys.stderr)
+    for line in note_lines(reader.notes):
+        print(f"note: {line}", file=sys.stderr)
     return Ratings(keys[order], cls_a[order], start_a[order], label_a[order], id_off, id_bytes, positives)
 
 

@@ -103,7 +103,8 @@ def check_output(path: str, inputs=()) -> None:
         return
     if os.path.isdir(path):
         raise Yt8mError(f"{path}: is a directory; give a file name for the output")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
+    # read-only: no write permission bit (as root too, whom os.access lets write anything), or not writable
+    if os.path.exists(path) and (not os.stat(path).st_mode & 0o222 or not os.access(path, os.W_OK)):
         raise Yt8mError(f"{path}: exists and is read-only; remove it or choose another output")
     real = os.path.realpath(path)
     for f in inputs:

@@ -11,7 +11,7 @@ from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
 from .files import file_signature, resolve_files
-from .reader import Reader
+from .reader import Reader, merge_notes, note_lines
 from .tfrecord import record_blocks
 
 
@@ -33,6 +33,7 @@ class FileStats:
 class InspectReport:
     files: list[FileStats] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)  # Reader.notes over every file: oddities, not errors
     kind: str = ""
     seconds: float = 0.0
 
@@ -54,30 +55,34 @@ class InspectReport:
             "rated_segments": sum(f.rated_segments for f in self.files),
             "positive_segments": sum(f.positive_segments for f in self.files),
             "corrupt": sum(f.corrupt for f in self.files),
+            "notes": {k: v[0] for k, v in self.notes.items()},
             "bytes": sum(f.bytes for f in self.files),
             "seconds": round(self.seconds, 3),
         }
 
     def to_dict(self) -> dict:
-        return {"totals": self.totals(), "files": [vars(f) for f in self.files], "problems": self.problems}
+        return {"totals": self.totals(), "files": [vars(f) for f in self.files], "problems": self.problems,
+                "notes": note_lines(self.notes)}
 
     def table(self) -> str:
-        lines = [f"{'file':<40} {'records':>8} {'frames min/mean/max':>20} {'labels/video':>12} "
+        t = self.totals()
+        total = f"TOTAL ({t['files']} files, {t['kind']})"
+        w = max([len(total)] + [len(os.path.basename(f.path)) for f in self.files])  # the longest label
+        lines = [f"{'file':<{w}} {'records':>8} {'frames min/mean/max':>20} {'labels/video':>12} "
                  f"{'rated seg':>9} {'positive':>8} {'corrupt':>7}"]
         for f in self.files:
             mean = f.frames_sum / f.records if f.records else 0.0
             lpv = f.labels / f.records if f.records else 0.0
             name = os.path.basename(f.path)
-            lines.append(f"{name:<40} {f.records:>8} {f'{f.frames_min}/{mean:.1f}/{f.frames_max}':>20} {lpv:>12.2f} "
+            lines.append(f"{name:<{w}} {f.records:>8} {f'{f.frames_min}/{mean:.1f}/{f.frames_max}':>20} {lpv:>12.2f} "
                          f"{f.rated_segments:>9} {f.positive_segments:>8} {f.corrupt:>7}")
-        t = self.totals()
         fr = t["frames"]
         frames = f"{fr['min']}/{fr['mean']:.1f}/{fr['max']}"
-        total = f"TOTAL ({t['files']} files, {t['kind']})"
-        lines.append(f"{total:<40} {t['records']:>8} {frames:>20} {t['labels_per_video']:>12.2f} "
+        lines.append(f"{total:<{w}} {t['records']:>8} {frames:>20} {t['labels_per_video']:>12.2f} "
                      f"{t['rated_segments']:>9} {t['positive_segments']:>8} {t['corrupt']:>7}")
         mb = t["bytes"] / 1e6
         lines.append(f"{mb:.1f} MB checked in {self.seconds:.2f} s ({mb / max(self.seconds, 1e-9):.0f} MB/s)")
+        lines += [f"  note: {x}" for x in note_lines(self.notes)]
         return "\n".join(lines)
 
 
@@ -122,6 +127,7 @@ def inspect(pattern: str, frame_level: bool | None = None, spec: fmt.FeatureSpec
                 st.frames_sum += int(b.num_frames.sum())
         st.frames_min = min(mins) if mins else 0
         st.corrupt = reader.corrupt
+        merge_notes(report.notes, reader.notes)
         report.problems.extend(reader.problems[: max(0, 100 - len(report.problems))])
         report.files.append(st)
         if progress:

@@ -78,7 +78,34 @@ class Batch:
         return self.labels[self.label_offsets[i]:self.label_offsets[i + 1]]
 
 
-_REFUSED = 99  # status of a record whose video id was refused (re-parsed without it)
+_REFUSED = 99  # status of a record refused or left out after decoding (parsed again without it)
+
+# legal but unusual: counted in Reader.notes, reported by inspect, warned about by the verbs
+NOTES = {
+    "over_max_frames": "videos over 300 frames (read as their first 300)",
+    "no_frames": "videos without frames",
+    "non_finite": "videos with NaN or Inf features",
+    "nan_segment_score": "segment ratings with a NaN score (left out)",
+    "odd_segment_start": "segment ratings whose start is not a multiple of 5 frames (left out)",
+}
+
+
+def merge_notes(into: dict, notes: dict) -> dict:
+    for k, (count, example) in notes.items():
+        if k in into:
+            into[k][0] += count
+        else:
+            into[k] = [count, example]
+    return into
+
+
+def note_lines(notes: dict, left_out: bool = False) -> list[str]:
+    """One line per kind of oddity: count, what, an example."""
+    out = []
+    for k, (count, example) in sorted(notes.items(), key=lambda kv: list(NOTES).index(kv[0])):
+        what = NOTES[k] + (" (left out)" if left_out and k in ("no_frames", "non_finite") else "")
+        out.append(f"{count} {what}; first: {example}")
+    return out
 
 
 def describe(code: int, aux: np.ndarray, spec: fmt.FeatureSpec, num_classes: int) -> str:
@@ -136,6 +163,8 @@ class Reader:
     spec: which features (frame-level SequenceExample feature lists, or video-level Example floats).
     segments: also decode and validate segment_labels / segment_start_times / segment_scores.
     skip_corrupt: skip bad records (counted in `corrupt`, described in `problems`) instead of raising.
+    leave_out: leave out videos no prediction can be made for (no frames; NaN or Inf features), as the
+    rankings do; they are counted in `notes` either way, with the other oddities of NOTES.
     copy_frames: False validates every frame but does not copy it (inspect).
     pad_frames: each video's frames start at a multiple of this many rows, zero padded after the
     video's last frame (SEGMENT_SIZE: the frames are then already the video's 5-frame segments,
@@ -145,7 +174,7 @@ class Reader:
     def __init__(self, spec: fmt.FeatureSpec | None = None, *, segments: bool = False,
                  max_frames: int = fmt.MAX_FRAMES, num_classes: int = fmt.NUM_CLASSES,
                  skip_corrupt: bool = False, copy_frames: bool = True, check_crc: bool = True,
-                 pad_frames: int = 1):
+                 pad_frames: int = 1, leave_out: bool = False):
         self.spec = spec or fmt.FeatureSpec.default(True)
         self.segments = segments
         self.max_frames = int(max_frames)
@@ -156,6 +185,8 @@ class Reader:
         self.pad_frames = max(1, int(pad_frames))
         self.corrupt = 0
         self.problems: list[str] = []
+        self.leave_out = leave_out
+        self.notes: dict[str, list] = {}  # kind (NOTES) -> [count, first instance]
         self._ktab, self._koff = proto.key_table(proto.CONTEXT_KEYS)
         self._ftab, self._foff = proto.key_table(self.spec.names)
         self._sizes = np.array(self.spec.sizes, np.int64)
@@ -197,6 +228,28 @@ class Reader:
         self.corrupt += 1
         if len(self.problems) < 100:
             self.problems.append(f"{where}: {message}")
+
+    def _note(self, kind: str, path: str, record: int, count: int = 1) -> None:
+        """Something legal but unusual (NOTES): counted, the first instance kept as an example."""
+        if kind not in self.notes:
+            self.notes[kind] = [0, f"{path}: record {record}"]
+        self.notes[kind][0] += count
+
+    def _usable_ratings(self, seg_off, labels, starts, scores, path, records):
+        """Ratings that can be scored: a NaN score is neither positive nor negative, and a start that is
+        not a multiple of the segment size matches no predicted segment; both are left out (noted)."""
+        nan = ~np.isfinite(scores)
+        odd = (starts % fmt.SEGMENT_SIZE) != 0
+        keep = ~(nan | odd)
+        if keep.all():
+            return seg_off, labels, starts, scores
+        video = np.repeat(np.arange(seg_off.size - 1), np.diff(seg_off))
+        for kind, mask in (("nan_segment_score", nan), ("odd_segment_start", odd & ~nan)):
+            if mask.any():
+                self._note(kind, path, int(records[video[np.argmax(mask)]]), int(mask.sum()))
+        new_off = np.zeros_like(seg_off)
+        np.cumsum(np.bincount(video[keep], minlength=seg_off.size - 1), out=new_off[1:])
+        return new_off, labels[keep], starts[keep], scores[keep]
 
     def parse_records(self, buf, offs, lens, status, path: str, first_index: int,
                       store: list | None = None) -> Batch:
@@ -268,16 +321,32 @@ class Reader:
                    self.segments, self.copy_frames)
         raw = id_bytes.tobytes()
         ids = [raw[id_off[i]:id_off[i] + id_len[i]] for i in range(n)]
+        grows = np.flatnonzero(good)  # record (in this call) of each decoded row
         bad_ids = [i for i, v in enumerate(ids) if not fmt.valid_video_id(v)]
-        if bad_ids:  # before anything is returned: a refused id never reaches a CSV
-            for i in bad_ids:
-                r = int(np.flatnonzero(good)[i])
-                self._problem(path, first_index + r, f"video id {fmt.show_id(ids[i])} is not a valid id: "
-                                                     f"{fmt.VIDEO_ID_RULE}")
-            keep = np.ones(n, bool)
-            keep[bad_ids] = False
-            good[np.flatnonzero(good)[~keep]] = False
-            return self.parse_records(buf, offs, lens, np.where(good, status, _REFUSED), path, first_index, store)
+        for i in bad_ids:  # before anything is returned: a refused id never reaches a CSV
+            self._problem(path, first_index + int(grows[i]), f"video id {fmt.show_id(ids[i])} is not a valid id: "
+                                                            f"{fmt.VIDEO_ID_RULE}")
+        left = []  # rows no prediction can be made for: left out of rankings where asked (noted in any case)
+        if self.leave_out:
+            if seq:
+                left = np.flatnonzero(nfr[good, 0] == 0).tolist()
+            else:
+                left = np.flatnonzero(~np.isfinite(video).all(axis=1)).tolist()
+            left = [i for i in left if i not in set(bad_ids)]
+            for i in left:
+                self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
+        if bad_ids or left:  # parsed again without them (rare: a bad file)
+            st = status.copy()
+            st[grows[bad_ids + left]] = _REFUSED
+            return self.parse_records(buf, offs, lens, st, path, first_index, store)
+        for i in (np.flatnonzero(nfr[good, 0] > self.max_frames) if seq else []):
+            self._note("over_max_frames", path, first_index + int(grows[i]))
+        if not self.leave_out:
+            for i in (np.flatnonzero(nfr[good, 0] == 0) if seq else np.flatnonzero(~np.isfinite(video).all(axis=1))):
+                self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
+        if self.segments and m:
+            seg_off, seg_labels, seg_starts, seg_scores = self._usable_ratings(
+                seg_off, seg_labels, seg_starts, seg_scores, path, first_index + grows)
         ids = [v.decode("ascii") for v in ids]
         return Batch(ids=ids, label_offsets=lab_off, labels=labels, num_frames=num_frames,
                      frame_offsets=frame_off if seq else None,

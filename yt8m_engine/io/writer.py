@@ -34,6 +34,13 @@ def _check_labels(labels: Sequence[int], what: str) -> list[int]:
     return out
 
 
+def _id(video_id: str) -> bytes:
+    v = video_id.encode("utf-8")
+    if not fmt.valid_video_id(v):
+        raise Yt8mError(f"video id {fmt.show_id(v)}: {fmt.VIDEO_ID_RULE}")
+    return v
+
+
 def frame_level_record(video_id: str, labels: Sequence[int] | None = None, *, rgb, audio,
                        segment_labels=None, segment_start_times=None, segment_scores=None) -> bytes:
     """A serialized tf.train.SequenceExample in the layout of the real frame-level data."""
@@ -41,7 +48,7 @@ def frame_level_record(video_id: str, labels: Sequence[int] | None = None, *, rg
     audio_q = _as_quantized("audio", audio, 128)
     if rgb_q.shape[0] != audio_q.shape[0]:
         raise Yt8mError(f"video {video_id}: rgb has {rgb_q.shape[0]} frames but audio has {audio_q.shape[0]}")
-    ctx = {fmt.ID_KEY: proto.feature_bytes([video_id.encode()])}
+    ctx = {fmt.ID_KEY: proto.feature_bytes([_id(video_id)])}
     if labels is not None:
         ctx[fmt.LABELS_KEY] = proto.feature_int64(_check_labels(labels, f"video {video_id}"))
     if segment_labels is not None:
@@ -67,7 +74,7 @@ def video_level_record(video_id: str, labels: Sequence[int] | None = None, *, me
     mean_audio = np.asarray(mean_audio, np.float32).reshape(-1)
     if mean_rgb.size != 1024 or mean_audio.size != 128:
         raise Yt8mError(f"video {video_id}: mean_rgb must have 1024 values and mean_audio 128")
-    feats = {fmt.ID_KEY: proto.feature_bytes([video_id.encode()]),
+    feats = {fmt.ID_KEY: proto.feature_bytes([_id(video_id)]),
              "mean_rgb": proto.feature_float(mean_rgb), "mean_audio": proto.feature_float(mean_audio)}
     if labels is not None:
         feats[fmt.LABELS_KEY] = proto.feature_int64(_check_labels(labels, f"video {video_id}"))
