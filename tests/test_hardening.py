@@ -202,3 +202,44 @@ def test_outputs_that_cannot_be_written_fail_before_work_in_one_line(trained_flm
     err = run(CLI + ["eval", "--model", onnx_path, "--eval_data_pattern", pattern, "--output_dir", str(tmp_path / "afile")])
     assert "is a file, not a folder" in err
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_base_install_reads_infers_scores_and_evaluates_without_the_training_extra(trained_flm, learn_dir, tmp_path):
+    """`pip install yt8m-engine` (no [train]) on a GPU host: TensorFlow, Keras, TensorBoard, onnx and
+    matplotlib absent. Every verb but train/export works; those say which extra to install."""
+    _, onnx_path, _ = trained_flm
+    rated = f"{learn_dir}/3/frame/validate*"
+    code = f"""
+import sys
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        top = name.split('.')[0]
+        if top in {{'tensorflow', 'keras', 'tensorboard', 'onnx', 'matplotlib'}}:
+            raise ModuleNotFoundError(f"No module named {{top!r}}", name=top)
+sys.meta_path.insert(0, Absent())
+from yt8m_engine.cli import main
+def run(*args):
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return e.code
+    return 0
+d = {str(tmp_path)!r}
+assert run('synth', d + '/d', '--videos', '8', '--shards', '1') == 0
+assert run('inspect', {rated!r}) == 0
+assert run('infer', '--model', {onnx_path!r}, '--input_data_pattern', {rated!r}, '--segment_labels',
+           '--output_file', d + '/s.csv') == 0
+assert run('infer', '--model', {onnx_path!r}, '--input_data_pattern', {rated!r}, '--shard', '0/1',
+           '--segment_labels', '--output_file', d + '/p.npz') == 0
+assert run('merge', d + '/p.npz', '--output_file', d + '/m.csv') == 0
+assert run('score', d + '/s.csv', '--eval_data_pattern', {rated!r}) == 0
+assert run('eval', '--model', {onnx_path!r}, '--eval_data_pattern', {rated!r}, '--output_dir', d + '/e') == 0
+assert run('train', '--train_data_pattern', {rated!r}, '--train_dir', d + '/t') == 2
+assert run('export', '--train_dir', d + '/t', '--output', d + '/x.onnx') == 2
+assert not any(m.split('.')[0] in ('tensorflow', 'keras', 'onnx') for m in sys.modules)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "YT8M_ENGINE_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stderr.count("pip install 'yt8m-engine[train]'") == 2 and "Traceback" not in r.stderr
+    assert os.path.exists(tmp_path / "e" / "metrics.json") and os.path.exists(tmp_path / "m.csv")

@@ -275,3 +275,45 @@ def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path
         assert r.returncode == 0, r.stderr
         for noise in ("absl::InitializeLog", "cudart_stub", "oneDNN custom operations"):
             assert noise not in r.stderr + r.stdout, (args[0], r.stderr)
+
+
+def event_scalars(folder):
+    """{tag: {step: value}} of the TensorBoard event files in folder (read with our TFRecord framing)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.util import tensor_util
+
+    from yt8m_engine.io.tfrecord import scan_records
+
+    out: dict = {}
+    for f in os.listdir(folder):
+        if not f.startswith("events.out.tfevents"):
+            continue
+        buf = np.fromfile(os.path.join(folder, f), np.uint8)
+        for off, ln, st in zip(*scan_records(buf)):
+            assert st == 0
+            e = event_pb2.Event.FromString(buf[off:off + ln].tobytes())
+            for v in e.summary.value:
+                val = v.simple_value if v.HasField("simple_value") else float(tensor_util.make_ndarray(v.tensor))
+                out.setdefault(v.tag, {})[e.step] = val
+    return out
+
+
+def test_tensorboard_final_step_and_one_tag_per_quantity(learn_dir, tmp_path):
+    """The last step is logged even off the --log_every grid; eval's event file (TRAIN_DIR/eval) uses
+    training's tags, so TensorBoard overlays train and eval per quantity."""
+    from yt8m_engine.evaluate import evaluate, tensorboard_summaries
+
+    cfg = small_config("FrameLevelLogisticModel")
+    train(cfg, TrainConfig(train_data_pattern=pattern(learn_dir), train_dir=str(tmp_path), batch_size=16,
+                           max_steps=7, log_every=5), echo=lambda s: None)
+    tr = event_scalars(str(tmp_path))
+    assert sorted(tr["gap"]) == [1, 5, 7] and sorted(tr["loss"]) == [1, 5, 7]
+    res = evaluate(str(tmp_path), f"{learn_dir}/2/frame/validate*")
+    assert tensorboard_summaries(res, str(tmp_path))
+    ev = event_scalars(str(tmp_path / "eval"))
+    for tag in ("hit_at_one", "perr", "gap"):
+        assert tag in tr and ev[tag] == {7: pytest.approx(res[tag])}
+    res = evaluate(str(tmp_path), f"{learn_dir}/3/frame/validate*", segment_labels=True)
+    tensorboard_summaries(res, str(tmp_path))
+    ev = event_scalars(str(tmp_path / "eval"))
+    assert ev["segments/kaggle_map"] == {7: pytest.approx(res["segment_map"])} and "segments/gap" in ev

@@ -36,7 +36,11 @@ def echo_json(obj) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="yt8m-engine")
 def cli():
-    """yt8m-engine: read, train, evaluate, export, infer and score YouTube-8M, fast."""
+    """yt8m-engine: read, train, evaluate, export, infer and score YouTube-8M, fast.
+
+    Anywhere on the line: -q/--quiet (no progress or notes: results, warnings and errors only),
+    -v/--verbose (also per-stage times and every problem found).
+    """
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -64,17 +68,18 @@ def inspect(pattern, as_json, frame_features):
     """Check every record of the files matching PATTERN (framing, CRCs, schema) and summarise them."""
     from .io.inspect import inspect as run_inspect
 
-    progress = None if as_json else (lambda st: click.echo(f"  checked {os.path.basename(st.path)}: "
-                                                            f"{st.records} records, {st.corrupt} corrupt", err=True))
-    report = run_inspect(pattern, frame_level=frame_features, progress=progress)
+    report = run_inspect(pattern, frame_level=frame_features, progress=not as_json)
     if as_json:
         echo_json(report.to_dict())
     else:
         click.echo(report.table())
-        for p in report.problems[:20]:
+        from .progress import LEVEL, VERBOSE
+
+        shown = report.problems if LEVEL >= VERBOSE else report.problems[:20]
+        for p in shown:
             click.echo(f"  problem: {p}")
-        if len(report.problems) > 20:
-            click.echo(f"  ... and {len(report.problems) - 20} more")
+        if len(report.problems) > len(shown):
+            click.echo(f"  ... and {len(report.problems) - len(shown)} more (--verbose lists them)")
     if report.totals()["corrupt"]:
         sys.exit(1)  # checked to the end, found corrupt records (see the README's exit codes)
 
@@ -154,7 +159,13 @@ def train(**kw):
     mcfg = ModelConfig(feature_names=list(spec.names), feature_sizes=list(spec.sizes), frame_features=frame,
                        **{k: v for k, v in kw.items() if k in mfields})
     tcfg = TrainConfig(**{k: v for k, v in kw.items() if k not in mfields})
-    run_train(mcfg, tcfg, start_new_model=start_new, echo=click.echo, workers=workers, task_index=task_index)
+    from . import progress
+
+    def echo(line: str) -> None:  # --quiet: the outcome only (no step lines)
+        if progress.LEVEL > progress.QUIET or line.startswith(("warning", "interrupted", "trained", "already")):
+            click.echo(line)
+
+    run_train(mcfg, tcfg, start_new_model=start_new, echo=echo, workers=workers, task_index=task_index)
 
 
 @cli.command("eval")
@@ -283,7 +294,9 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
     if as_json:
         echo_json(st.to_dict())
         return
-    if benchmark:
+    from .progress import LEVEL, VERBOSE
+
+    if benchmark or LEVEL >= VERBOSE:
         click.echo(st.table())
     if output_file:
         click.echo(f"wrote {output_file}: {st.videos} videos, {st.segments} segments in {st.wall:.1f} s "
@@ -292,7 +305,10 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
 
 def warn_notes(notes: dict, left_out: str) -> None:
     from .io.reader import note_lines
+    from .progress import LEVEL, QUIET
 
+    if LEVEL == QUIET:
+        return
     for line in note_lines(notes, left_out=True):
         click.echo(f"note: {line.replace('(left out)', '(' + left_out + ')')}", err=True)
 
@@ -329,7 +345,7 @@ def score(submission, eval_data_pattern, top_n, segment_label_ids_file, skip_cor
     from .score import score as run_score
 
     res = run_score(submission, eval_data_pattern, top_n=top_n, segment_label_ids_file=segment_label_ids_file,
-                    skip_corrupt=skip_corrupt, use_cache=not no_cache)
+                    skip_corrupt=skip_corrupt, use_cache=not no_cache, progress=not as_json)
     if as_json:
         echo_json(res)
         return
@@ -353,9 +369,34 @@ def demo(out_dir, videos, seed):
     run_demo(out_dir, videos=videos, seed=seed, echo=click.echo)
 
 
+TRAIN_EXTRA = {"tensorflow", "keras", "tensorboard", "onnx", "matplotlib", "tf_keras"}
+
+
+def split_verbosity(args: list[str]) -> tuple[int, list[str]]:
+    """(progress level, the other arguments): -q/--quiet and -v/--verbose are taken wherever they stand
+    on the line (before a '--'), so `yt8m-engine infer ... --quiet` works as `yt8m-engine --quiet infer`."""
+    from . import progress
+
+    level, out = progress.NORMAL, []
+    for i, a in enumerate(args):
+        if a == "--":
+            out += args[i:]
+            break
+        if a in ("-q", "--quiet"):
+            level = progress.QUIET
+        elif a in ("-v", "--verbose"):
+            level = progress.VERBOSE
+        else:
+            out.append(a)
+    return level, out
+
+
 def main(argv=None) -> None:
+    from . import progress
+
+    progress.LEVEL, argv = split_verbosity(list(sys.argv[1:] if argv is None else argv))
     try:
-        cli.main(args=argv, standalone_mode=False)
+        cli.main(args=argv, prog_name="yt8m-engine", standalone_mode=False)
     except Yt8mError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -365,6 +406,12 @@ def main(argv=None) -> None:
             sys.exit(2)
         click.echo("aborted", err=True)
         sys.exit(130)
+    except ModuleNotFoundError as e:
+        if e.name not in TRAIN_EXTRA:
+            raise
+        click.echo(f"error: this needs {e.name}, part of the training install: pip install 'yt8m-engine[train]' "
+                   "(reading, inspecting, inferring, scoring and evaluating ONNX files do not)", err=True)
+        sys.exit(2)
     except OSError as e:  # the machine said no (a full disk, a permission): one line, no traceback
         name = f"{e.filename}: " if getattr(e, "filename", None) else ""
         click.echo(f"error: {name}{e.strerror or e}", err=True)

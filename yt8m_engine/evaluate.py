@@ -96,6 +96,8 @@ class EvalJob:
     accumulates in its own VideoMetrics, merged at the end; rated segments and the per-class segment
     scores of the Kaggle metric are the only shared state."""
 
+    name = "eval"
+
     def __init__(self, model: OnnxModel, *, segment_labels: bool, batch_size: int, top_k: int, top_n: int,
                  segment_label_ids_file: str | None):
         self.model, self.segment_labels = model, segment_labels
@@ -295,8 +297,11 @@ def write_reports(res: dict, out_dir: str, vocabulary: str | None = None) -> lis
                 w.writerow([int(c), names.get(int(c), ""), f"{ap:.6f}", int(n)])
     paths.append(p)
     p = os.path.join(out_dir, "metrics.png")
-    _plot(res, p)
-    paths.append(p)
+    try:
+        _plot(res, p)
+        paths.append(p)
+    except ModuleNotFoundError:  # matplotlib comes with the training install; the plot is optional
+        pass
     return paths
 
 
@@ -332,8 +337,12 @@ def tensorboard_summaries(res: dict, log_dir: str) -> bool:
     import socket
 
     now = time.time()
-    values = [summary_pb2.Summary.Value(tag=f"eval/{k}", simple_value=float(res[k]))
-              for k in ("hit_at_one", "perr", "gap", "map", "loss", "segment_map") if k in res]
+    # one tag per quantity across train and eval: the eval run (LOG_DIR/eval) uses training's tags, so
+    # TensorBoard draws both on one chart; segment-level quantities are other quantities, other tags
+    seg = "segment_map" in res
+    tags = {k: (f"segments/{k}" if seg else k) for k in ("hit_at_one", "perr", "gap", "map", "loss")}
+    tags["segment_map"] = "segments/kaggle_map"
+    values = [summary_pb2.Summary.Value(tag=tags[k], simple_value=float(res[k])) for k in tags if k in res]
     events = [event_pb2.Event(wall_time=now, file_version="brain.Event:2"),
               event_pb2.Event(wall_time=now, step=int(res.get("step", 0)), summary=summary_pb2.Summary(value=values))]
     path = os.path.join(log_dir, "eval", f"events.out.tfevents.{now:.6f}.{socket.gethostname()}")

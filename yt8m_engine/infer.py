@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ import numpy as np
 from . import format as fmt
 from .engine import OnnxModel, predict_segments, predict_videos
 from .errors import Yt8mError
-from .io.files import check_output, resolve_files
+from .io.files import check_output, is_url, resolve_files
 from .io.reader import Reader, merge_notes
 from .kernels.metrics import topk_serial
+from .progress import Progress
 from .rank.partial import Partial, merge_partials
 from .rank.submission import IdTable, video_csv_lines
 from .rank.topn import TopN, segment_keys
@@ -79,25 +79,6 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     if not (n >= 1 and 0 <= i < n):
         raise Yt8mError(f"--shard {shard}: need 0 <= i < n")
     return i, n
-
-
-class _Progress:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-
-    def update(self, videos: int, segments: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if final or now - self.last > 0.5:
-            el = max(now - self.t0, 1e-9)
-            sys.stderr.write(f"\r{videos} videos ({videos / el:.0f}/s), {segments} segments ({segments / el:.0f}/s)")
-            if final:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.last = now
 
 
 class _Stopped(Exception):
@@ -190,6 +171,14 @@ def fingerprint(model_path: str, files: list[str], opts: Options) -> dict:
     mode = (f"segments, {opts.segment_mode} mode, top_k {opts.top_k}" if opts.segment_labels
             else f"videos, top_k {opts.top_k}")
     return {"model": h.hexdigest()[:16], "files": f"{len(files)} files {names}", "options": mode}
+
+
+def _total_bytes(work: list[tuple[int, str]]) -> int | None:
+    """Bytes of the local input files (None where one is a URL: no ETA then)."""
+    try:
+        return sum(os.path.getsize(p) for _, p in work) if not any(is_url(p) for _, p in work) else None
+    except OSError:
+        return None
 
 
 def _workers(opts: Options) -> int:
@@ -418,12 +407,12 @@ def run_pipeline(model: OnnxModel, work: list[tuple[int, str]], job, opts: Optio
     threads += [threading.Thread(target=work_chunks, daemon=True) for _ in range(workers)]
     for t in threads:
         t.start()
-    prog = _Progress(progress)
+    prog = Progress(getattr(job, "name", "infer"), total=_total_bytes(work), unit="B", enabled=progress)
     try:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)
-                prog.update(stats.videos, stats.segments)
+                prog.update(stats.bytes, videos=stats.videos, segments=stats.segments)
     except BaseException:  # Ctrl-C: stop the threads before leaving
         stop.set()
         for t in threads:
@@ -432,7 +421,8 @@ def run_pipeline(model: OnnxModel, work: list[tuple[int, str]], job, opts: Optio
     if errors:
         raise errors[0]
     stats.corrupt += framer.corrupt
-    prog.update(stats.videos, stats.segments, final=True)
+    prog.update(stats.bytes, videos=stats.videos, segments=stats.segments)
+    prog.close()
     stats.wall = time.perf_counter() - t_wall
     return stats
 

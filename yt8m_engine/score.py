@@ -19,8 +19,9 @@ from . import __version__
 from . import format as fmt
 from .errors import Yt8mError
 from .io.proto import csr_bytes
-from .io.files import AtomicWriter, file_signature, open_input, read_full, resolve_files
+from .io.files import AtomicWriter, file_signature, is_url, open_input, read_full, resolve_files
 from .io.reader import Reader, note_lines
+from .progress import Progress
 from .rank.submission import SEGMENT_HEADER, entry_key, id_hash
 
 
@@ -316,7 +317,8 @@ def _line_error(path: str, code: int, line: int, aux: int, buf, allowed) -> Yt8m
 
 
 def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_label_ids_file: str | None = None,
-          skip_corrupt: bool = False, use_cache: bool = True, block_bytes: int = 64 << 20) -> dict:
+          skip_corrupt: bool = False, use_cache: bool = True, block_bytes: int = 64 << 20,
+          progress: bool = False) -> dict:
     """Kaggle 2019 MAP@top_n of a segment submission. Returns a dict with map, classes, top_n and details.
 
     The submission is streamed a block of whole lines at a time, each line (one class) parsed and matched
@@ -337,7 +339,15 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
     ap_sum = np.zeros(fmt.NUM_CLASSES, np.float64)
     entries = rated = 0
     header = SEGMENT_HEADER.encode()
+    try:
+        size = os.path.getsize(submission) if not is_url(submission) else None
+    except OSError:
+        size = None
+    prog = Progress("score", total=size, unit="B", enabled=progress)
+    done = 0
     for buf, starts, ends, first in submission_lines(submission, block_bytes):
+        done += int(ends[-1]) + 1 if ends.size else 0
+        prog.update(min(done, size or done), lines=first + ends.size - 1)
         if first == 1:
             if starts.size == 0 or bytes(buf[starts[0]:ends[0]]).rstrip(b"\r") != header:
                 raise Yt8mError(f"{submission}: line 1: the header must be '{SEGMENT_HEADER}'")
@@ -364,6 +374,7 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
         ap_sum[c] = ap[ok]
         entries += int(res[ok, 2].sum())
         rated += int(res[ok, 3].sum())
+    prog.close()
     t2 = time.perf_counter()
     classes = np.flatnonzero(submitted & (ratings.positives > 0))
     aps = ap_sum[classes] / np.minimum(ratings.positives[classes], top_n)

@@ -10,6 +10,7 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from . import proto
+from ..progress import Progress
 from .files import file_signature, resolve_files
 from .reader import Reader, merge_notes, note_lines
 from .tfrecord import record_blocks
@@ -102,15 +103,18 @@ def detect_kind(path: str) -> bool:
 
 
 def inspect(pattern: str, frame_level: bool | None = None, spec: fmt.FeatureSpec | None = None,
-            batch_size: int = 1024, progress=None) -> InspectReport:
+            batch_size: int = 1024, progress: bool = False) -> InspectReport:
     """Check framing, CRCs and schema of every record; never raises for bad records (it counts them)."""
     files = resolve_files(pattern)
     report = InspectReport()
     t0 = time.perf_counter()
     kinds = set()
-    for path in files:
+    sizes = [int(file_signature(p)[1]) for p in files]
+    prog = Progress("inspect", total=sum(sizes), unit="B", enabled=progress)
+    done = 0
+    for path, size in zip(files, sizes):
         st = FileStats(path)
-        st.bytes = int(file_signature(path)[1])
+        st.bytes = size
         fl = frame_level if frame_level is not None else detect_kind(path)
         kinds.add("frame" if fl else "video")
         file_spec = spec if spec is not None and spec.frame_level == fl else fmt.FeatureSpec.default(fl)
@@ -130,8 +134,10 @@ def inspect(pattern: str, frame_level: bool | None = None, spec: fmt.FeatureSpec
         merge_notes(report.notes, reader.notes)
         report.problems.extend(reader.problems[: max(0, 100 - len(report.problems))])
         report.files.append(st)
-        if progress:
-            progress(st)
+        done += size
+        prog.update(done, records=sum(f.records for f in report.files),
+                    corrupt=sum(f.corrupt for f in report.files))
+    prog.close()
     report.kind = "/".join(sorted(kinds)) if kinds else ""
     report.seconds = time.perf_counter() - t0
     if not files:

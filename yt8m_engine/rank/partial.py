@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from .. import format as fmt
 from ..errors import Yt8mError
 from ..io.files import AtomicWriter
 from .submission import VIDEO_HEADER, IdTable, write_segment_csv
@@ -58,6 +59,8 @@ class Partial:
     @classmethod
     def from_arrays(cls, d, name: str = "partial") -> "Partial":
         try:
+            if str(d["checksum"]) != checksum({k: v for k, v in d.items() if k != "checksum"}):
+                raise ValueError("its checksum does not match its content: damaged or edited")
             kind = str(d["kind"])
             num_files = int(d["num_files"])
             if kind not in ("segment", "video") or not 1 <= num_files < 1 << 23:
@@ -68,6 +71,9 @@ class Partial:
                 raise ValueError(f"fingerprint or shard {shard}")
             per_file = _check_id_table(d, num_files)
             ids = IdTable.from_arrays(num_files, d)
+            bad = next((v for rows in ids.by_file.values() for v in rows if v and not fmt.valid_video_id(v)), None)
+            if bad is not None:
+                raise ValueError(f"video id {fmt.show_id(bad)} is not a valid id")
             if kind == "segment":
                 if np.shape(d["counts"]) != np.shape(d["class_ids"]) or np.ndim(d["class_ids"]) != 1:
                     raise ValueError(f"counts for {np.size(d['counts'])} classes, {np.size(d['class_ids'])} class ids")
@@ -88,7 +94,8 @@ class Partial:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, **self.to_arrays())
+        d = self.to_arrays()
+        np.savez(buf, **d, checksum=np.array(checksum(d)))
         return buf.getvalue()
 
     def save(self, path: str) -> None:
@@ -120,6 +127,19 @@ class Partial:
                     f.write(self.video_text[fidx])
 
 
+def checksum(d: dict) -> str:
+    """SHA-256 over every array's name, type, shape and bytes: a damaged or edited partial is refused
+    (a changed id byte would otherwise put another video in the submission)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(d):
+        a = np.ascontiguousarray(d[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes() if a.dtype.kind != "O" else repr(a.tolist()).encode())
+    return h.hexdigest()
+
+
 def _zero_past_counts(a, counts):
     """a [J, M] with each row's entries past its count set to zero, in place (a file saved twice from
     the same ranking has the same bytes)."""
@@ -141,9 +161,18 @@ def _bad_keys(keys, counts, per_file):
     return False
 
 
+# the kinds of value each array may hold (numpy dtype kinds)
+DTYPES = {"id_files": "iu", "id_counts": "iu", "id_off": "iu", "id_bytes": "u", "class_ids": "iu", "keys": "iu",
+          "counts": "iu", "scores": "f", "line_files": "iu", "line_text": "U", "num_files": "iu", "top_n": "iu",
+          "shard": "iu", "kind": "U", "fingerprint": "U"}
+
+
 def _check_id_table(d, num_files: int) -> np.ndarray:
     """Every array a kernel will index, checked first: the id table's files, counts and offsets.
     Returns the ids each file holds (-1: a file not in this partial)."""
+    for k, kinds in DTYPES.items():
+        if k in d and np.asarray(d[k]).dtype.kind not in kinds:
+            raise ValueError(f"'{k}' holds {np.asarray(d[k]).dtype} values")
     files = np.asarray(d["id_files"], np.int64)
     counts = np.asarray(d["id_counts"], np.int64)
     off = np.asarray(d["id_off"], np.int64)

@@ -213,6 +213,32 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     t_start = time.perf_counter()
     saved_at = start_step
     interrupted = False
+    logged_at = start_step
+    last = None
+
+    def log(step, loss, preds, labels_all):
+        """A progress line and TensorBoard scalars of one step (its batch's metrics)."""
+        nonlocal last_loss, last_metrics, t_log, ex_log, logged_at
+        logged_at = step
+        last_loss = float(loss)
+        m = VideoMetrics(mcfg.num_classes, top_k=20)
+        m.add_dense(preds.numpy(), labels_all.numpy())
+        r = m.results()
+        now = time.perf_counter()
+        eps = ex_log / max(now - t_log, 1e-9)
+        lr = float(optimizer.learning_rate)  # the schedule's current value
+        last_metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
+        echo(f"step {step:>6}  loss {last_loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
+             f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
+        with writer.as_default(step=step):
+            tf.summary.scalar("loss", last_loss)
+            tf.summary.scalar("learning_rate", lr)
+            tf.summary.scalar("examples_per_sec", eps)
+            for k, v in last_metrics.items():
+                tf.summary.scalar(k, v)
+        t_log = now
+        ex_log = 0
+
     try:
         for inputs, labels, weights in ds:
             loss, preds, labels_all = train_step(inputs, labels, weights)
@@ -221,25 +247,9 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
             n = int(preds.shape[0])
             examples += n
             ex_log += n
+            last = (step, loss, preds, labels_all)
             if step % tcfg.log_every == 0 or step == start_step + 1:
-                last_loss = float(loss)
-                m = VideoMetrics(mcfg.num_classes, top_k=20)
-                m.add_dense(preds.numpy(), labels_all.numpy())
-                r = m.results()
-                now = time.perf_counter()
-                eps = ex_log / max(now - t_log, 1e-9)
-                lr = float(optimizer.learning_rate)  # the schedule's current value
-                last_metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
-                echo(f"step {step:>6}  loss {last_loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
-                     f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
-                with writer.as_default(step=step):
-                    tf.summary.scalar("loss", last_loss)
-                    tf.summary.scalar("learning_rate", lr)
-                    tf.summary.scalar("examples_per_sec", eps)
-                    for k, v in last_metrics.items():
-                        tf.summary.scalar(k, v)
-                t_log = now
-                ex_log = 0
+                log(*last)
             if tcfg.export_model_steps and step % tcfg.export_model_steps == 0:
                 save(step)
                 saved_at = step
@@ -253,6 +263,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine inspect', "
                         "or pass --skip-corrupt to drop bad records") from None
     finally:
+        if last is not None and logged_at != step:  # the final step's scalars reach TensorBoard too
+            log(*last)
         if step != saved_at or manager.latest_checkpoint is None:
             save(step)
         writer.flush()
