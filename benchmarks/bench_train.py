@@ -37,7 +37,7 @@ from proc import timed  # noqa: E402
 
 VIDEO_MODELS = ("LogisticModel", "MoeModel")
 FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel")
-DBOF = dict(dbof_cluster_size=1024, dbof_hidden_size=256)  # the sizes (the starter's: 8192 / 2048)
+DBOF = dict(dbof_cluster_size=1024, dbof_hidden_size=256, dbof_activation="relu6")  # the sizes (the starter's: 8192 / 2048); relu6 as the baseline below
 NUM_CLASSES, MIXTURES, PENALTY = 3862, 2, 1e-8
 
 

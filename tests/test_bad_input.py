@@ -165,7 +165,7 @@ def test_writer_rejects_bad_values(tmp_path):
 def framing(path, block=None):
     """(record index, status, payload bytes or None for broken framing) of a whole file, or of the
     blocks `record_blocks` reads it in (one reused buffer, as infer reuses its buffers)."""
-    from yt8m_engine.io.tfrecord import E_LENGTH_CRC, E_PAYLOAD_CRC, OK, record_blocks, scan_records
+    from yt8m_engine.io.tfrecord import E_PAYLOAD_CRC, OK, record_blocks, scan_records
 
     def entry(buf, off, ln, st):
         return (int(st), bytes(buf[off:off + ln]) if st in (OK, E_PAYLOAD_CRC) else None)

@@ -13,6 +13,7 @@ import pytest
 from yt8m_engine.infer import infer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
 
 
 def netns_ok() -> bool:

@@ -118,6 +118,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_export_at_default_size_stays_lean():
     """Every built-in model at its default size exports under 4 GB peak RSS (TensorFlow included)."""
     r = subprocess.run([sys.executable, "-c", LEAN, *MODELS], capture_output=True, text=True, timeout=600)

@@ -29,6 +29,7 @@ def pattern(data, frame=True):
     return f"{data}/2/{'frame' if frame else 'video'}/train*"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_a_few_steps(synth_dir, tmp_path, model):
     cfg = small_config(model)
@@ -41,9 +42,10 @@ def test_every_model_trains_a_few_steps(synth_dir, tmp_path, model):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))  # TensorBoard
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, kw, epochs, lr", [
     ("FrameLevelLogisticModel", {}, 8, 0.05),
-    ("DbofModel", dict(dbof_cluster_size=256, dbof_hidden_size=128, iterations=30), 8, 0.01),
+    ("DbofModel", dict(dbof_cluster_size=256, dbof_hidden_size=128, iterations=30, dbof_activation="relu6"), 8, 0.01),
 ])
 def test_short_run_beats_untrained(learn_dir, tmp_path, model, kw, epochs, lr):
     from yt8m_engine.evaluate import evaluate
@@ -90,7 +92,7 @@ def test_resume_and_start_new_model(synth_dir, tmp_path):
 def wait_for_checkpoint(train_dir, step, timeout=240):
     """Until the checkpoint state file (what a resume reads; TensorFlow writes it after the index)
     names a checkpoint of at least `step`."""
-    from yt8m_engine.evaluate import checkpoint_path
+    from yt8m_engine.export.paths import checkpoint_path
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -135,6 +137,7 @@ def test_run_that_failed_before_its_first_step_does_not_block_the_next(synth_dir
     assert r["steps"] == 2 and load_config(str(tmp_path))[0] == good
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_last_checkpoint(synth_dir, tmp_path):
     cmd = [sys.executable, "-m", "yt8m_engine.cli", "train", "--train_data_pattern", pattern(synth_dir),
            "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "4",

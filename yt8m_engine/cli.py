@@ -93,10 +93,45 @@ def bopt(name: str, default=False, **kw):
     return opt(name, type=BOOL, default=default, is_flag=False, flag_value=True, **kw)
 
 
+# the model's options: the ModelConfig fields, their defaults from there (train sets them; eval checks
+# any given against the trained model's config, as the starter's scripts accept every model flag)
+MODEL_OPTIONS = {
+    "num_classes": None,
+    "moe_num_mixtures": None,
+    "video_level_classifier_model": "head of frame-level models: LogisticModel, MoeModel, GatedMoeModel",
+    "iterations": "DBoF frames sampled while training",
+    "dbof_cluster_size": None, "dbof_hidden_size": None,
+    "dbof_pooling_method": "max or average",
+    "dbof_activation": "sigmoid, relu6 or relu (the starter's default: sigmoid)",
+    "dbof_add_batch_norm": None,
+    "sample_random_frames": None,
+    "batch_norm_momentum": "0.9 suits short runs",
+    "lstm_cells": None, "lstm_layers": None,
+    "netvlad_cluster_size": None, "netvlad_hidden_size": None,
+    "nextvlad_cluster_size": None, "nextvlad_hidden_size": None, "nextvlad_groups": None, "nextvlad_expansion": None,
+    "gating": "context gating after (Ne)XtVLAD",
+    "l2_penalty": None,
+}
+
+
+def model_options(f):
+    from .train.config import ModelConfig
+
+    fields = ModelConfig.__dataclass_fields__
+    for name in reversed(list(MODEL_OPTIONS)):
+        default = fields[name].default
+        kebab = name.replace("_", "-")
+        if isinstance(default, bool):
+            f = bopt(kebab, default=default, show_default=True, help=MODEL_OPTIONS[name])(f)
+        else:
+            f = opt(kebab, type=type(default), default=default, show_default=True, help=MODEL_OPTIONS[name])(f)
+    return f
+
+
 @cli.command()
 @opt("train-data-pattern", required=True, help="training files, e.g. ~/yt8m/2/frame/train*.tfrecord")
-@opt("train-dir", default="runs/model", show_default=True, help="checkpoints, config and TensorBoard logs")
-@opt("model", default="FrameLevelLogisticModel", show_default=True,
+@opt("train-dir", default="/tmp/yt8m_model/", show_default=True, help="checkpoints, config and TensorBoard logs")
+@opt("model", default="LogisticModel", show_default=True,
      help="LogisticModel, MoeModel, FrameLevelLogisticModel, DbofModel, LstmModel, NetVladModel, NeXtVladModel")
 @opt("feature-names", default=None, help="comma-separated (default rgb,audio or mean_rgb,mean_audio)")
 @opt("feature-sizes", default=None, help="comma-separated (default 1024,128)")
@@ -115,33 +150,15 @@ def bopt(name: str, default=False, **kw):
 @opt("clip-gradient-norm", type=float, default=1.0, show_default=True)
 @opt("export-model-steps", type=int, default=1000, show_default=True, help="checkpoint period (steps)")
 @opt("log-every", type=int, default=10, show_default=True, help="progress line period (steps)")
-@opt("num-classes", type=int, default=3862, show_default=True)
-@opt("moe-num-mixtures", type=int, default=2, show_default=True)
-@opt("video-level-classifier-model", default="MoeModel", show_default=True,
-     help="head of frame-level models: LogisticModel, MoeModel, GatedMoeModel")
-@opt("iterations", type=int, default=30, show_default=True, help="DBoF frames sampled while training")
-@opt("dbof-cluster-size", type=int, default=8192, show_default=True)
-@opt("dbof-hidden-size", type=int, default=1024, show_default=True)
-@opt("dbof-pooling-method", default="max", show_default=True)
-@opt("dbof-activation", default="relu6", show_default=True)
-@bopt("dbof-add-batch-norm", default=True, show_default=True)
-@bopt("sample-random-frames", default=True, show_default=True)
-@opt("batch-norm-momentum", type=float, default=0.99, show_default=True, help="0.9 suits short runs")
-@opt("lstm-cells", type=int, default=1024, show_default=True)
-@opt("lstm-layers", type=int, default=2, show_default=True)
-@opt("netvlad-cluster-size", type=int, default=64, show_default=True)
-@opt("netvlad-hidden-size", type=int, default=1024, show_default=True)
-@opt("nextvlad-cluster-size", type=int, default=64, show_default=True)
-@opt("nextvlad-hidden-size", type=int, default=1024, show_default=True)
-@opt("nextvlad-groups", type=int, default=8, show_default=True)
-@opt("nextvlad-expansion", type=int, default=2, show_default=True)
-@bopt("gating", default=True, show_default=True, help="context gating after (Ne)XtVLAD")
-@opt("l2-penalty", type=float, default=1e-8, show_default=True)
+@model_options
 @opt("seed", type=int, default=0, show_default=True)
 @opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
 @bopt("xla", default=None, help="compile each training step with XLA (default: on, except across several "
                                 "replicas; frame-level batches are padded to a multiple of 60 frames)")
 @opt("skip-corrupt", is_flag=True, help="drop corrupt records (with a warning) instead of stopping")
+@opt("num-gpu", type=int, default=1, show_default=True, help="at most this many GPUs, one replica each")
+@opt("num-readers", type=int, default=8, show_default=True, help="training files read at once")
+@bopt("log-device-placement", help="log where TensorFlow places each op")
 @opt("workers", default=None, help="multi-worker: HOST:PORT,HOST:PORT,... (or set $TF_CONFIG)")
 @opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")
 def train(**kw):
@@ -169,8 +186,10 @@ def train(**kw):
 
 
 @cli.command("eval")
-@opt("train-dir", default=None, help="evaluate this train_dir's latest checkpoint")
-@opt("model", "model_file", default=None, help="or an exported ONNX file")
+@opt("train-dir", default=None, help="evaluate this train_dir's latest checkpoint (default /tmp/yt8m_model/ "
+                                   "when no ONNX --model is given, as the starter)")
+@opt("model", "model_file", default=None,
+     help="an exported .onnx file; or, with --train_dir, the architecture name (checked against its config)")
 @opt("eval-data-pattern", required=True)
 @bopt("segment-labels", help="also the starter's segment metrics and Kaggle MAP@K")
 @opt("batch-size", type=int, default=None, help="model batch (default: 64 on a CPU, 256 on a GPU)")
@@ -182,16 +201,30 @@ def train(**kw):
 @bopt("run-once", help="evaluate once (default with --model); else wait for new checkpoints")
 @opt("poll-seconds", type=float, default=60.0, show_default=True)
 @opt("providers", default="auto", show_default=True)
+@click.option("--threads", "--num_readers", "threads", type=int, default=None,
+              help="worker threads (default: one per core)")
 @opt("skip-corrupt", is_flag=True)
 @opt("json", "as_json", is_flag=True, help="print one JSON object")
-def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_size, top_k, top_n,
-             segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, skip_corrupt, as_json):
+@bopt("frame-features", default=None, help="(the starter's; checked against the trained model)")
+@opt("feature-names", default=None, help="(the starter's; checked against the trained model)")
+@opt("feature-sizes", default=None, help="(the starter's; checked against the trained model)")
+@model_options
+@click.pass_context
+def eval_cmd(ctx, train_dir, model_file, eval_data_pattern, segment_labels, batch_size, top_k, top_n,
+             segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, threads, skip_corrupt,
+             as_json, frame_features, feature_names, feature_sizes, **model_flags):
     """Evaluate a model: Hit@1, PERR, GAP, mAP, loss (and segment metrics)."""
     from .evaluate import evaluate, public, tensorboard_summaries, write_reports
     from .io.files import check_output_dir
 
-    if bool(train_dir) == bool(model_file):
-        raise Yt8mError("give exactly one of --train_dir or --model (an exported .onnx file)")
+    if model_file and (model_file.endswith(".onnx") or os.path.isfile(model_file)):
+        if train_dir:
+            raise Yt8mError("give --train_dir or an ONNX --model, not both")
+    else:  # the starter's eval: --model names the architecture the train_dir holds
+        train_dir = train_dir or "/tmp/yt8m_model/"
+        given = {k: v for k, v in model_flags.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+        check_model_flags(train_dir, model_file, frame_features, feature_names, feature_sizes, given)
+        model_file = None
     target = train_dir or model_file
     out_dir = output_dir or (os.path.join(train_dir, "eval") if train_dir else model_file + ".eval")
     check_output_dir(out_dir)
@@ -199,7 +232,7 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
     while True:
         ckpt = None
         if train_dir:
-            from .evaluate import checkpoint_path
+            from .export.paths import checkpoint_path
 
             ckpt = checkpoint_path(train_dir)
             if ckpt == seen:
@@ -208,7 +241,8 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
             seen = ckpt
         res = evaluate(target, eval_data_pattern, segment_labels=segment_labels, batch_size=batch_size,
                        top_k=top_k, top_n=top_n, segment_label_ids_file=segment_label_ids_file,
-                       skip_corrupt=skip_corrupt, providers=providers, checkpoint=ckpt, progress=not as_json)
+                       skip_corrupt=skip_corrupt, providers=providers, checkpoint=ckpt, progress=not as_json,
+                       threads=threads)
         write_reports(res, out_dir, vocabulary)
         if train_dir:
             tensorboard_summaries(res, train_dir)
@@ -220,6 +254,33 @@ def eval_cmd(train_dir, model_file, eval_data_pattern, segment_labels, batch_siz
             warn_notes(res["notes"], "left out of the metrics")
         if run_once or model_file:
             return
+
+
+def check_model_flags(train_dir: str, model: str | None, frame_features, feature_names, feature_sizes,
+                      given: dict) -> None:
+    """Model flags given to eval / inference with a --train_dir must describe the trained model: equal is
+    fine, a difference is one error naming the flag (the starter read them from model_flags.json)."""
+    from .train.config import CONFIG_FILE, load_config
+
+    if not os.path.isdir(train_dir):
+        raise Yt8mError(f"{train_dir}: no such train_dir")
+    cfg = load_config(train_dir)[0]
+    where = os.path.join(train_dir, CONFIG_FILE)
+    diffs = []
+    if model and model != cfg.model:
+        diffs.append(f"--model {model} (trained: {cfg.model})")
+    if frame_features is not None and frame_features != cfg.frame_features:
+        diffs.append(f"--frame_features={frame_features} (trained: {cfg.frame_features})")
+    if feature_names or feature_sizes:
+        spec = FeatureSpec.parse(feature_names or ",".join(cfg.feature_names),
+                                 feature_sizes or ",".join(map(str, cfg.feature_sizes)), cfg.frame_features)
+        if list(spec.names) != list(cfg.feature_names) or list(spec.sizes) != list(cfg.feature_sizes):
+            diffs.append(f"--feature_names {','.join(spec.names)} --feature_sizes {','.join(map(str, spec.sizes))} "
+                         f"(trained: {','.join(cfg.feature_names)} / {','.join(map(str, cfg.feature_sizes))})")
+    diffs += [f"--{k} {v} (trained: {getattr(cfg, k)})" for k, v in given.items() if getattr(cfg, k) != v]
+    if diffs:
+        raise Yt8mError(f"{where}: the model in {train_dir} differs from the flags: {'; '.join(diffs)}; "
+                        "drop them or give the matching values")
 
 
 def format_eval(res: dict) -> str:
@@ -257,14 +318,24 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
                f"{', fp16' if r['fp16'] else ''}, {r['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
 
 
+cli.add_command(export, "export_model")
+
+STARTER_SEGMENT_IDS_URL = "https://raw.githubusercontent.com/google/youtube-8m/master/segment_label_ids.csv"
+
+
 @cli.command()
-@opt("model", required=True, help="an exported .onnx file")
+@opt("model", default=None, help="an exported .onnx file (or give --train_dir, or --input_model_tgz)")
+@opt("train-dir", default=None, help="run this train_dir's latest checkpoint (its ONNX export, made if missing)")
+@opt("input-model-tgz", default=None, help="a model packed by --output_model_tgz (the starter's option)")
+@opt("untar-model-dir", default="/tmp/yt8m-model", show_default=True, help="where --input_model_tgz is unpacked")
+@opt("output-model-tgz", default=None, help="also pack the model used (ONNX + config) into this .tgz")
 @opt("input-data-pattern", required=True, help="e.g. ~/yt8m/3/frame/test*.tfrecord")
 @opt("output-file", default=None, help="the CSV (a partial ranking with --shard); none with --benchmark")
 @bopt("segment-labels", help="rank 5-frame segments per class (Kaggle 2019)")
 @opt("top-k", type=int, default=20, show_default=True, help="classes per video (or per segment, topk mode)")
 @opt("segment-max-pred", type=int, default=100000, show_default=True, help="segments kept per class")
-@opt("segment-label-ids-file", default=None, help="default: the packaged 1000 segment classes")
+@opt("segment-label-ids-file", default=None, help="default: the packaged 1000 segment classes (the starter's "
+                                                  "URL names the same file)")
 @opt("segment-mode", type=click.Choice(["all", "topk"]), default="all", show_default=True,
      help="all: every segment competes in every class; topk: only in its top-k classes (the starter)")
 @opt("batch-size", type=int, default=None, help="model batch (default: segments 8192 on GPU, 64 on CPU; videos 256 on GPU, 16 on CPU)")
@@ -278,13 +349,23 @@ def export(train_dir, output, classes, fp16, checkpoint, frames):
 @opt("skip-corrupt", is_flag=True)
 @opt("benchmark", is_flag=True, help="print throughput and per-stage times")
 @opt("json", "as_json", is_flag=True, help="print the statistics as one JSON object")
-def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment_max_pred, segment_label_ids_file,
-          segment_mode, batch_size, providers, threads, shard, engine, address, skip_corrupt, benchmark, as_json):
-    """Write a Kaggle submission (video- or segment-level) with ONNX Runtime."""
+def infer(model, train_dir, input_model_tgz, untar_model_dir, output_model_tgz, input_data_pattern, output_file,
+          segment_labels, top_k, segment_max_pred, segment_label_ids_file, segment_mode, batch_size, providers,
+          threads, shard, engine, address, skip_corrupt, benchmark, as_json):
+    """Write a Kaggle submission (video- or segment-level) with ONNX Runtime. (`inference` is the same
+    command under the starter's name.)"""
     from .infer import infer as run_infer
+    from .starter import model_for_inference
 
     if not output_file and not benchmark:
         raise Yt8mError("give --output_file (or --benchmark to measure without writing)")
+    if segment_label_ids_file == STARTER_SEGMENT_IDS_URL:
+        segment_label_ids_file = None  # the packaged copy of that very file: no download
+    model = model_for_inference(model, train_dir, input_model_tgz, untar_model_dir, segment_labels)
+    if output_model_tgz:
+        from .starter import pack_model
+
+        pack_model(model, output_model_tgz, segment_labels)
     st = run_infer(model, input_data_pattern, output_file, segment_labels=segment_labels, top_k=top_k,
                    segment_max_pred=segment_max_pred, segment_label_ids_file=segment_label_ids_file,
                    batch_size=batch_size, providers=providers, shard=shard, segment_mode=segment_mode,
@@ -301,6 +382,9 @@ def infer(model, input_data_pattern, output_file, segment_labels, top_k, segment
     if output_file:
         click.echo(f"wrote {output_file}: {st.videos} videos, {st.segments} segments in {st.wall:.1f} s "
                    f"({st.provider})" + (f"; skipped {st.corrupt} corrupt records" if st.corrupt else ""))
+
+
+cli.add_command(infer, "inference")
 
 
 def warn_notes(notes: dict, left_out: str) -> None:
@@ -332,30 +416,60 @@ def merge(partials, output_file, segment_max_pred):
     click.echo(f"wrote {r['output']} from {r['partials']} partial rankings ({r['bytes'] / 1e6:.1f} MB)")
 
 
+def score_options(top_n: int, cache_help: str):
+    def deco(f):
+        for d in reversed([
+            click.argument("submission", required=False),
+            opt("submission-file", default=None, help="the submission (instead of the SUBMISSION argument)"),
+            opt("eval-data-pattern", required=True, help="rated frame-level files (e.g. ~/yt8m/3/frame/validate*.tfrecord)"),
+            opt("top-n", type=int, default=top_n, show_default=True, help="K of MAP@K (0: no cut, every id counts)"),
+            opt("label-cache", default=None, help=cache_help),
+            opt("segment-label-ids-file", default=None, help="segment class ids (default: the packaged 1000)"),
+            opt("skip-corrupt", is_flag=True, help="skip corrupt records instead of failing"),
+            opt("no-cache", is_flag=True, help="do not read or write the label cache"),
+            opt("json", "as_json", is_flag=True, help="print one JSON object")]):
+            f = d(f)
+        return f
+    return deco
+
+
 @cli.command()
-@click.argument("submission")
-@opt("eval-data-pattern", required=True, help="rated frame-level files (e.g. ~/yt8m/3/frame/validate*.tfrecord)")
-@opt("top-n", type=int, default=100000, show_default=True, help="K of MAP@K")
-@opt("segment-label-ids-file", default=None, help="segment class ids (default: the packaged 1000)")
-@opt("skip-corrupt", is_flag=True, help="skip corrupt records instead of failing")
-@opt("no-cache", is_flag=True, help="do not read or write the label cache")
-@opt("json", "as_json", is_flag=True, help="print one JSON object")
-def score(submission, eval_data_pattern, top_n, segment_label_ids_file, skip_corrupt, no_cache, as_json):
+@score_options(100000, "the label cache file (default: one per set of files in the cache folder)")
+def score(**kw):
     """Kaggle 2019 segment MAP@K of SUBMISSION (Class,Segments CSV) against rated segments."""
+    run_score_cmd(**kw)
+
+
+@cli.command("segment_eval_inference")
+@score_options(0, "the label cache file (none when not given, as the starter; its text caches are read too)")
+def segment_eval_inference(**kw):
+    """`score` under the starter's name and defaults (--top_n 0: no cut; a label cache only with --label_cache)."""
+    if not kw["label_cache"]:
+        kw["no_cache"] = True
+    run_score_cmd(**kw)
+
+
+def run_score_cmd(submission, submission_file, eval_data_pattern, top_n, label_cache, segment_label_ids_file,
+                  skip_corrupt, no_cache, as_json):
     from .score import score as run_score
 
-    res = run_score(submission, eval_data_pattern, top_n=top_n, segment_label_ids_file=segment_label_ids_file,
-                    skip_corrupt=skip_corrupt, use_cache=not no_cache, progress=not as_json)
+    if bool(submission) == bool(submission_file):
+        raise Yt8mError("give the submission once: as the SUBMISSION argument or as --submission_file")
+    res = run_score(submission or submission_file, eval_data_pattern, top_n=top_n,
+                    segment_label_ids_file=segment_label_ids_file, skip_corrupt=skip_corrupt, use_cache=not no_cache,
+                    progress=not as_json, cache_file=label_cache)
     if as_json:
         echo_json(res)
         return
-    rows = [(f"MAP@{res['top_n']}", f"{res['map']:.6f}"),
+    cut = f"the first {res['top_n']}" if res["top_n"] else "all submitted"
+    rows = [(f"MAP@{res['top_n']}" if res["top_n"] else "MAP (no cut)", f"{res['map']:.6f}"),
             ("classes", f"{res['classes']} with positive ratings ({res['submitted_classes']} submitted)"),
-            ("entries", f"{res['entries']} ({res['rated_entries']} rated, within the first {res['top_n']})"),
+            ("entries", f"{res['entries']} ({res['rated_entries']} rated, within {cut})"),
             ("ratings", f"{res['ratings']}"),
             ("label cache", f"{res['label_cache']}: {res['label_cache_file']}"),
             ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in res["seconds"].items()))]
-    click.echo("\n".join(f"{k:<14}{v}" for k, v in rows))
+    w = max(len(k) for k, _ in rows) + 2
+    click.echo("\n".join(f"{k:<{w}}{v}" for k, v in rows))
 
 
 @cli.command()
@@ -396,7 +510,9 @@ def main(argv=None) -> None:
 
     progress.LEVEL, argv = split_verbosity(list(sys.argv[1:] if argv is None else argv))
     try:
-        cli.main(args=argv, prog_name="yt8m-engine", standalone_mode=False)
+        from .starter import absl_args
+
+        cli.main(args=absl_args(cli, argv), prog_name="yt8m-engine", standalone_mode=False)
     except Yt8mError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
-import subprocess
-import sys
 import threading
 import time
 
@@ -21,12 +18,13 @@ from numba import njit, prange
 from . import format as fmt
 from .engine import OnnxModel, predict_videos
 from .errors import Yt8mError
+from .export.paths import exported
 from .infer import Options, open_model, run_pipeline, score_segments
 from .io.files import AtomicWriter, resolve_files
 from .io.tfrecord import frame_record
 from .kernels.metrics import VideoMetrics, cross_entropy_sum, ranked_flags
 from .rank.topn import SegmentScores, segment_keys
-from .train.config import CHECKPOINT_DIR, load_config  # (plain data: no TensorFlow)
+from .train.config import load_config  # (plain data: no TensorFlow)
 
 
 
@@ -38,44 +36,6 @@ def _remap(lab_off, labels, lut):
     off = np.zeros(len(lab_off), np.int64)
     np.cumsum(np.bincount(rows, minlength=len(lab_off) - 1), out=off[1:])
     return off, cols[keep]
-
-
-def checkpoint_path(train_dir: str, checkpoint: str | None = None) -> str:
-    """The given or the latest checkpoint of a train_dir, read from its state file (no TensorFlow)."""
-    if checkpoint:
-        return checkpoint
-    state = os.path.join(train_dir, CHECKPOINT_DIR, "checkpoint")
-    try:
-        with open(state) as f:
-            m = re.search(r'^model_checkpoint_path:\s*"(.*)"', f.read(), re.M)
-    except OSError:
-        m = None
-    if m is None:
-        raise Yt8mError(f"{train_dir}: no checkpoint found under {os.path.join(train_dir, CHECKPOINT_DIR)}")
-    path = m.group(1)
-    return path if os.path.isabs(path) else os.path.join(train_dir, CHECKPOINT_DIR, path)
-
-
-def exported(train_dir: str, checkpoint: str | None = None, classes=("all",)) -> dict[str, str]:
-    """ONNX files of a checkpoint ({classes: path}) in TRAIN_DIR/export/: the trainer writes them beside
-    every checkpoint it saves; missing ones (older runs) are made in a process of its own, so that this
-    one never imports TensorFlow (2 s and 0.5 GB) and an eval costs ONNX Runtime's memory only."""
-    from .export.paths import export_paths
-
-    ckpt = checkpoint_path(train_dir, checkpoint)
-    if not os.path.exists(ckpt + ".index"):
-        raise Yt8mError(f"{train_dir}: checkpoint {ckpt} not found")
-    paths = export_paths(train_dir, ckpt, classes)
-    stamp = os.path.getmtime(ckpt + ".index")
-    todo = {c: p for c, p in paths.items() if not os.path.exists(p) or os.path.getmtime(p) < stamp}
-    if todo:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        r = subprocess.run([sys.executable, "-m", "yt8m_engine.export.onnx_export", train_dir, ckpt,
-                            *(f"{c}={p}" for c, p in todo.items())], capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise Yt8mError(f"{train_dir}: export of {ckpt} for eval failed: {last.removeprefix('error: ')}")
-    return paths
 
 
 def load_predictor(model: str, providers: str = "auto", checkpoint: str | None = None, classes=("all",),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 import sys
 import time
 from dataclasses import dataclass
@@ -46,12 +47,11 @@ def cache_dir() -> str:
     return base
 
 
-def _cache_path(files: list[str], skip_corrupt: bool) -> str:
+def _cache_key(files: list[str], skip_corrupt: bool) -> str:
     # --skip-corrupt is part of the key: ratings read past corrupt records never stand in for a run
     # without it (which must stop at the first corrupt record)
     sig = [__version__, bool(skip_corrupt)] + [file_signature(f) for f in files]
-    digest = hashlib.sha1(json.dumps(sig).encode()).hexdigest()[:20]
-    return os.path.join(cache_dir(), f"ratings-{digest}.npz")
+    return hashlib.sha1(json.dumps(sig).encode()).hexdigest()[:20]
 
 
 @njit(cache=True)
@@ -71,43 +71,77 @@ def build_ratings(files: list[str], skip_corrupt: bool = False) -> Ratings:
         cls.append(b.segment_labels)
         start.append(b.segment_starts)
         label.append((b.segment_scores > 0.5).astype(np.int8))
-    cls_a = np.concatenate(cls) if cls else np.zeros(0, np.int64)
-    start_a = np.concatenate(start) if start else np.zeros(0, np.int64)
-    label_a = np.concatenate(label) if label else np.zeros(0, np.int8)
-    raw = [i.encode() for i in ids]
-    keys = _keys(*csr_bytes(raw), cls_a, start_a)
-    order = np.argsort(keys, kind="stable")
-    id_bytes, id_off = csr_bytes([raw[i] for i in order])  # ids in key order
-    positives = np.bincount(cls_a[label_a == 1], minlength=fmt.NUM_CLASSES).astype(np.int64)
     if reader.corrupt:
         print(f"warning: skipped {reader.corrupt} corrupt records", file=sys.stderr)
     for line in note_lines(reader.notes):
         print(f"note: {line}", file=sys.stderr)
+    return _ratings([i.encode() for i in ids], np.concatenate(cls) if cls else np.zeros(0, np.int64),
+                    np.concatenate(start) if start else np.zeros(0, np.int64),
+                    np.concatenate(label) if label else np.zeros(0, np.int8))
+
+
+def _ratings(raw: list[bytes], cls_a, start_a, label_a) -> Ratings:
+    """Ratings from one (video id, class, start frame, positive) per rated segment."""
+    keys = _keys(*csr_bytes(raw), cls_a, start_a)
+    order = np.argsort(keys, kind="stable")
+    id_bytes, id_off = csr_bytes([raw[i] for i in order])  # ids in key order
+    positives = np.bincount(cls_a[label_a == 1], minlength=fmt.NUM_CLASSES).astype(np.int64)
     return Ratings(keys[order], cls_a[order], start_a[order], label_a[order], id_off, id_bytes, positives)
 
 
 
-def load_ratings(pattern: str, skip_corrupt: bool = False, use_cache: bool = True) -> tuple[Ratings, str, str]:
-    """Ratings of the files matching pattern, from the label cache when it is current. Returns (ratings,
-    'reused' / 'built' / 'not written' / 'off', the cache file)."""
+def load_ratings(pattern: str, skip_corrupt: bool = False, use_cache: bool = True,
+                 cache_file: str | None = None) -> tuple[Ratings, str, str]:
+    """Ratings of the files matching pattern, from the label cache when it is current (it records the
+    files' signatures it was built from). cache_file: the cache's path (default: one per file set in the
+    cache folder); a label cache written by the starter's segment_eval_inference.py (text lines
+    `video:start,class,score`) is read as the starter reads it. Returns (ratings, 'reused' / 'reused
+    (starter's)' / 'built' / 'rebuilt (stale)' / 'not written' / 'off', the cache file)."""
     files = resolve_files(pattern)
-    path = _cache_path(files, skip_corrupt)
+    key = _cache_key(files, skip_corrupt)
+    path = cache_file or os.path.join(cache_dir(), f"ratings-{key}.npz")
+    state = "built"
     if use_cache and os.path.exists(path):
         try:
             with np.load(path) as z:
-                return Ratings(**{k: z[k] for k in Ratings.__dataclass_fields__}), "reused", path
-        except (OSError, KeyError, ValueError):
-            pass  # unreadable cache: rebuild it
+                if str(z["key"]) == key:
+                    return Ratings(**{k: z[k] for k in Ratings.__dataclass_fields__}), "reused", path
+                state = "rebuilt (stale)"
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            starter = _starter_label_cache(path)
+            if starter is not None:
+                return starter, "reused (starter's)", path
+            state = "rebuilt (unreadable)"
     r = build_ratings(files, skip_corrupt)
     if not use_cache:
         return r, "off", path
     try:
         with AtomicWriter(path) as f:
-            np.savez(f, **vars(r))
+            np.savez(f, key=np.array(key), **vars(r))
     except (OSError, Yt8mError):
         return r, "not written", path  # a read-only cache folder only costs speed
-    return r, "built", path
+    return r, state, path
 
+
+def _starter_label_cache(path: str) -> Ratings | None:
+    """The starter's text label cache (`video:start,class,score` a line), or None if the file is not one."""
+    ids, cls, start, label = [], [], [], []
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                seg, c, sc = line.rstrip(b"\r\n").split(b",")
+                vid, st = seg.rsplit(b":", 1)
+                if vid.startswith(b"b'") and vid.endswith(b"'"):  # its Python 3 wrote ids as "b'abcd'"
+                    vid = vid[2:-1]
+                ids.append(vid)
+                cls.append(int(c))
+                start.append(int(st))
+                label.append(float(sc) > 0.5)
+    except (OSError, ValueError):
+        return None
+    if not ids or not all(0 <= c < fmt.NUM_CLASSES for c in cls):
+        return None
+    return _ratings(ids, np.array(cls, np.int64), np.array(start, np.int64), np.array(label, np.int8))
 
 
 # -- the submission, streamed a block of whole lines at a time -------------------------------------
@@ -316,20 +350,24 @@ def _line_error(path: str, code: int, line: int, aux: int, buf, allowed) -> Yt8m
     return Yt8mError(f"{where}: malformed segment id {tok!r} (expected video_id:start_frame)")
 
 
+NO_CUT = 1 << 62  # top_n 0: every submitted segment counts
+
+
 def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_label_ids_file: str | None = None,
           skip_corrupt: bool = False, use_cache: bool = True, block_bytes: int = 64 << 20,
-          progress: bool = False) -> dict:
+          progress: bool = False, cache_file: str | None = None) -> dict:
     """Kaggle 2019 MAP@top_n of a segment submission. Returns a dict with map, classes, top_n and details.
 
     The submission is streamed a block of whole lines at a time, each line (one class) parsed and matched
     against the ratings and reduced to its AP in one pass, lines in parallel: memory is the ratings plus
     two blocks, whatever the submission's size. A segment id repeated in a class's line counts once.
     """
-    if top_n < 1:
-        raise Yt8mError("--top_n must be at least 1")
+    if top_n < 0:
+        raise Yt8mError("--top_n must be at least 1 (or 0: no cut, as the starter's segment_eval_inference)")
+    cut = top_n or NO_CUT
     t0 = time.perf_counter()
     seg_ids = fmt.load_segment_label_ids(segment_label_ids_file)
-    ratings, cache_state, cache_path = load_ratings(eval_data_pattern, skip_corrupt, use_cache)
+    ratings, cache_state, cache_path = load_ratings(eval_data_pattern, skip_corrupt, use_cache, cache_file)
     table = rating_table(ratings.keys)
     seen = np.zeros(ratings.size, np.bool_)
     allowed = np.zeros(fmt.NUM_CLASSES, np.bool_)
@@ -352,7 +390,7 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
             if starts.size == 0 or bytes(buf[starts[0]:ends[0]]).rstrip(b"\r") != header:
                 raise Yt8mError(f"{submission}: line 1: the header must be '{SEGMENT_HEADER}'")
             starts, ends, first = starts[1:], ends[1:], 2
-        res, ap = score_lines(buf, starts, ends, allowed, top_n, table, ratings.keys, ratings.cls, ratings.start,
+        res, ap = score_lines(buf, starts, ends, allowed, cut, table, ratings.keys, ratings.cls, ratings.start,
                               ratings.label, ratings.id_off, ratings.id_bytes, seen)
         bad = np.flatnonzero((res[:, 0] != L_OK) & (res[:, 0] != L_BLANK))
         ok = np.flatnonzero(res[:, 0] == L_OK)
@@ -377,7 +415,7 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
     prog.close()
     t2 = time.perf_counter()
     classes = np.flatnonzero(submitted & (ratings.positives > 0))
-    aps = ap_sum[classes] / np.minimum(ratings.positives[classes], top_n)
+    aps = ap_sum[classes] / np.minimum(ratings.positives[classes], cut)
     per_class = {int(k): float(v) for k, v in zip(classes, aps)}
     return {
         "map": float(aps.mean()) if aps.size else 0.0,

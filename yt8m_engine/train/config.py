@@ -44,7 +44,7 @@ class ModelConfig:
     dbof_cluster_size: int = 8192
     dbof_hidden_size: int = 1024
     dbof_pooling_method: str = "max"
-    dbof_activation: str = "relu6"
+    dbof_activation: str = "sigmoid"  # the starter's default since 2019 (relu6 before)
     dbof_add_batch_norm: bool = True
     batch_norm_momentum: float = 0.99  # lower it (0.9) for short runs: inference uses the moving statistics
     sample_random_frames: bool = True
@@ -118,6 +118,9 @@ class TrainConfig:
     xla: bool | None = None  # None: on where one replica trains (see trainer)
     shuffle_buffer: int = 4096
     skip_corrupt: bool = False
+    num_gpu: int = 1              # the starter's: at most this many GPUs (one replica each)
+    num_readers: int = 8          # files read at once (tf.data interleave)
+    log_device_placement: bool = False
 
     def validate(self) -> "TrainConfig":
         if self.label_loss not in LOSSES:
@@ -128,6 +131,8 @@ class TrainConfig:
             raise Yt8mError("--batch_size must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise Yt8mError("--max_steps must be at least 1")
+        if self.num_gpu < 0 or self.num_readers < 1:
+            raise Yt8mError("--num_gpu must be at least 0 and --num_readers at least 1")
         return self
 
 

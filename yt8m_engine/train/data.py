@@ -103,13 +103,14 @@ def _segments(cfg: ModelConfig):
 
 def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,
                  training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
-                 drop_remainder: bool = False, skip_corrupt: bool = False, frame_multiple: int = 1) -> tf.data.Dataset:
+                 drop_remainder: bool = False, skip_corrupt: bool = False, frame_multiple: int = 1,
+                 readers: int = 4) -> tf.data.Dataset:
     """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle); frame-level
     batches padded to a multiple of `frame_multiple` frames."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(readers, len(files))),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -63,12 +63,20 @@ def load_model(train_dir: str, checkpoint: str | None = None):
     return model, mcfg, int(step.numpy())
 
 
-def _strategy(tf, cluster):
+def _strategy(tf, cluster, num_gpu: int = 1, echo=print):
+    """Several workers: MultiWorkerMirroredStrategy; one machine: one replica on each of the first
+    --num_gpu GPUs (the starter's flag), else the default (the first GPU, or the CPU)."""
     if cluster is not None:
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
+    if num_gpu > len(gpus) and num_gpu != 1:
+        echo(f"note: --num_gpu {num_gpu}: {len(gpus)} GPU{'s' if len(gpus) != 1 else ''} here, "
+             f"training on {'the CPU' if not gpus else f'{len(gpus)}'}")
+    n = min(num_gpu, len(gpus))
+    if n > 1:
+        return tf.distribute.MirroredStrategy(devices=[f"/gpu:{i}" for i in range(n)])
+    if n == 0 and gpus:
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
     return tf.distribute.get_strategy()
 
 
@@ -133,7 +141,9 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
 
     if tcfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = _strategy(tf, cluster)
+    if tcfg.log_device_placement:
+        tf.debugging.set_log_device_placement(True)
+    strategy = _strategy(tf, cluster, tcfg.num_gpu, echo)
     with strategy.scope():
         model = build_model(mcfg, seed=tcfg.seed)
         if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
@@ -177,7 +187,8 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
     ds = make_dataset(files, mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
                       num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=tcfg.shuffle_buffer,
-                      skip_corrupt=tcfg.skip_corrupt, frame_multiple=60 if xla and not tcfg.segment_labels else 1)
+                      skip_corrupt=tcfg.skip_corrupt, frame_multiple=60 if xla and not tcfg.segment_labels else 1,
+                      readers=tcfg.num_readers)
     ds = strategy.experimental_distribute_dataset(ds)
     loss_fn = LOSSES[tcfg.label_loss]
 
