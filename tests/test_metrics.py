@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from yt8m_engine.kernels.metrics import VideoMetrics, average_precision, topk, topk_serial
+from yt8m_engine.kernels.metrics import VideoMetrics, average_precision
+from yt8m_engine.kernels.topk import topk, topk_serial
 
 
 def ref_ap(scores, labels, numpos=None, n=None):

@@ -4,10 +4,11 @@ import io
 import numpy as np
 import pytest
 
-from yt8m_engine.kernels.metrics import topk
+from yt8m_engine.kernels.topk import topk
 from yt8m_engine.kernels.segments import cut_segments
 from yt8m_engine.rank.submission import IdTable, write_segment_csv
-from yt8m_engine.rank.topn import TopN, _compact, merge_rankings, segment_keys
+from yt8m_engine.rank.keys import key_file, key_record, key_start, segment_keys
+from yt8m_engine.rank.topn import TopN, _compact, merge_rankings
 
 
 def ref_topn(scores, keys, n):
@@ -146,3 +147,14 @@ def test_topn_pushes_from_several_threads_equal_one_thread(starter_mode):
     for j in range(50):
         np.testing.assert_array_equal(s1[j, :c1[j]], s2[j, :c2[j]])
         np.testing.assert_array_equal(k1[j, :c1[j]], k2[j, :c2[j]])
+
+
+def test_segment_keys_round_trip_in_data_order():
+    rng = np.random.default_rng(4)
+    f = rng.integers(0, 1 << 23, 1000)
+    r = rng.integers(0, 1 << 24, 1000)
+    s = rng.integers(0, 300, 1000)
+    k = np.array([segment_keys(int(a), np.array([b]), np.array([c]))[0] for a, b, c in zip(f, r, s)])
+    assert (k >= 0).all()
+    assert [(key_file(x), key_record(x), key_start(x)) for x in k] == list(zip(f, r, s))
+    assert (np.argsort(k, kind="stable") == np.lexsort((s, r, f))).all()  # key order is (file, record, start)

@@ -15,6 +15,7 @@ import click
 from .errors import Yt8mError
 from . import format as fmt
 from .format import FeatureSpec
+from .train import registry
 
 # TensorFlow's C++ log lines (CUDA probing on CPU machines, oneDNN banners) are not for users;
 # its real errors still reach them as Python exceptions
@@ -98,7 +99,7 @@ def bopt(name: str, default=False, **kw):
 MODEL_OPTIONS = {
     "num_classes": None,
     "moe_num_mixtures": None,
-    "video_level_classifier_model": "head of frame-level models: LogisticModel, MoeModel, GatedMoeModel",
+    "video_level_classifier_model": f"head of frame-level models: {', '.join(registry.HEADS)}",
     "iterations": "DBoF frames sampled while training",
     "dbof_cluster_size": None, "dbof_hidden_size": None,
     "dbof_pooling_method": "max or average",
@@ -131,8 +132,7 @@ def model_options(f):
 @cli.command()
 @opt("train-data-pattern", required=True, help="training files, e.g. ~/yt8m/2/frame/train*.tfrecord")
 @opt("train-dir", default="/tmp/yt8m_model/", show_default=True, help="checkpoints, config and TensorBoard logs")
-@opt("model", default="LogisticModel", show_default=True,
-     help="LogisticModel, MoeModel, FrameLevelLogisticModel, DbofModel, LstmModel, NetVladModel, NeXtVladModel")
+@opt("model", default="LogisticModel", show_default=True, help=registry.models_help())
 @opt("feature-names", default=None, help="comma-separated (default rgb,audio or mean_rgb,mean_audio)")
 @opt("feature-sizes", default=None, help="comma-separated (default 1024,128)")
 @bopt("frame-features", default=None, help="frame-level input (default: from --model)")
@@ -163,12 +163,12 @@ def model_options(f):
 @opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")
 def train(**kw):
     """Train a model (resumes from the latest checkpoint in --train_dir)."""
-    from .train.config import FRAME_MODELS, ModelConfig, TrainConfig
+    from .train.config import ModelConfig, TrainConfig
     from .train.trainer import train as run_train
 
     frame = kw.pop("frame_features")
     if frame is None:
-        frame = kw["model"] in FRAME_MODELS
+        frame = kw["model"] in registry.MODELS and registry.MODELS[kw["model"]].frame_level
     spec = FeatureSpec.parse(kw.pop("feature_names"), kw.pop("feature_sizes"), frame)
     start_new = kw.pop("start_new_model")
     workers, task_index = kw.pop("workers"), kw.pop("task_index")

@@ -19,11 +19,12 @@ from . import format as fmt
 from .engine import OnnxModel, predict_videos
 from .errors import Yt8mError
 from .export.paths import exported
-from .infer import Options, open_model, run_pipeline, score_segments
+from .pipeline import Options, open_model, run_pipeline, score_segments
 from .io.files import AtomicWriter, resolve_files
 from .io.tfrecord import frame_record
 from .kernels.metrics import VideoMetrics, cross_entropy_sum, ranked_flags
-from .rank.topn import SegmentScores, segment_keys
+from .rank.keys import segment_keys
+from .rank.topn import SegmentScores
 from .train.config import load_config  # (plain data: no TensorFlow)
 
 

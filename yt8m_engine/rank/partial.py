@@ -17,6 +17,7 @@ from numba import njit
 from .. import format as fmt
 from ..errors import Yt8mError
 from ..io.files import AtomicWriter
+from .keys import MAX_FILES, key_file, key_record
 from .submission import VIDEO_HEADER, IdTable, write_segment_csv
 from .topn import TopN, merge_rankings
 
@@ -63,7 +64,7 @@ class Partial:
                 raise ValueError("its checksum does not match its content: damaged or edited")
             kind = str(d["kind"])
             num_files = int(d["num_files"])
-            if kind not in ("segment", "video") or not 1 <= num_files < 1 << 23:
+            if kind not in ("segment", "video") or not 1 <= num_files <= MAX_FILES:
                 raise ValueError(f"kind {kind!r} of {num_files} files")
             fingerprint = json.loads(str(d["fingerprint"]))
             shard = tuple(int(x) for x in np.asarray(d["shard"], np.int64).reshape(-1))
@@ -155,8 +156,8 @@ def _bad_keys(keys, counts, per_file):
     for j in range(counts.shape[0]):
         for i in range(counts[j]):
             k = keys[j, i]
-            f = k >> 40
-            if k < 0 or f >= per_file.shape[0] or ((k >> 16) & 0xFFFFFF) >= per_file[f]:
+            f = key_file(k)
+            if k < 0 or f >= per_file.shape[0] or key_record(k) >= per_file[f]:
                 return True
     return False
 

@@ -10,6 +10,7 @@ from numba import njit, prange
 
 from ..errors import Yt8mError
 from ..io.proto import csr_bytes
+from .keys import key_file, key_record, key_start
 
 SEGMENT_HEADER = "Class,Segments"
 VIDEO_HEADER = "VideoId,LabelConfidencePairs"
@@ -134,8 +135,8 @@ def _put_int(out, p, v):
 @njit(cache=True, nogil=True, inline="always")
 def _entry(k, file_base, id_off):
     """(id start, id end, start frame) of segment key k in the id table."""
-    row = file_base[k >> 40] + ((k >> 16) & 0xFFFFFF)
-    return id_off[row], id_off[row + 1], k & 0xFFFF
+    row = file_base[key_file(k)] + key_record(k)
+    return id_off[row], id_off[row + 1], key_start(k)
 
 
 @njit(cache=True, nogil=True, parallel=True)

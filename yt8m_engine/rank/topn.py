@@ -19,10 +19,6 @@ from numba import njit, prange
 from ..kernels.segments import copy_into
 
 
-def segment_keys(file_index: int, record: np.ndarray, start: np.ndarray) -> np.ndarray:
-    return (np.int64(file_index) << np.int64(40)) | (record.astype(np.int64) << np.int64(16)) | start.astype(np.int64)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _code(v, bits):
     """A 32-bit code of a float32 score (bits: its int32 view) whose ascending order is the scores'

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 
 from .. import format as fmt
 from ..errors import Yt8mError
+from . import registry
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"  # TRAIN_DIR/checkpoints: the checkpoints and their state file
 
-VIDEO_MODELS = ("LogisticModel", "MoeModel")
-FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel", "LstmModel", "NetVladModel", "NeXtVladModel")
-MODELS = VIDEO_MODELS + FRAME_MODELS
-HEADS = ("LogisticModel", "MoeModel", "GatedMoeModel")
+MODELS = tuple(registry.MODELS)
+FRAME_MODELS = tuple(k for k, v in registry.MODELS.items() if v.frame_level)
+VIDEO_MODELS = tuple(k for k in MODELS if k not in FRAME_MODELS)
+HEADS = tuple(registry.HEADS)
 LOSSES = ("CrossEntropyLoss", "HingeLoss", "SoftmaxLoss")
 OPTIMIZERS = {"AdamOptimizer": "adam", "GradientDescentOptimizer": "sgd", "MomentumOptimizer": "momentum",
               "AdagradOptimizer": "adagrad", "RMSPropOptimizer": "rmsprop",
@@ -62,25 +63,18 @@ class ModelConfig:
     dropout: float = 0.0
 
     def validate(self) -> "ModelConfig":
-        if self.model not in MODELS:
-            raise Yt8mError(f"unknown --model {self.model!r}; valid models: {', '.join(MODELS)}")
-        if self.video_level_classifier_model not in HEADS:
+        spec = registry.MODELS.get(self.model)  # (the registry itself: models registered at run time count)
+        if spec is None:
+            raise Yt8mError(f"unknown --model {self.model!r}; valid models: {', '.join(registry.MODELS)}")
+        if self.video_level_classifier_model not in registry.HEADS:
             raise Yt8mError(f"unknown --video_level_classifier_model {self.video_level_classifier_model!r}; "
-                            f"valid: {', '.join(HEADS)}")
-        if self.frame_features != (self.model in FRAME_MODELS):
-            kind = "frame-level" if self.model in FRAME_MODELS else "video-level"
+                            f"valid: {', '.join(registry.HEADS)}")
+        if self.frame_features != spec.frame_level:
+            kind = "frame-level" if spec.frame_level else "video-level"
             raise Yt8mError(f"--model {self.model} is {kind}: set --frame_features="
-                            f"{'true' if self.model in FRAME_MODELS else 'false'} (and matching --feature_names)")
+                            f"{'true' if spec.frame_level else 'false'} (and matching --feature_names)")
         if len(self.feature_names) != len(self.feature_sizes):
             raise Yt8mError("--feature_names and --feature_sizes must have the same length")
-        if self.dbof_pooling_method not in ("max", "average"):
-            raise Yt8mError("--dbof_pooling_method must be 'max' or 'average'")
-        if self.dbof_activation not in ("relu6", "relu", "sigmoid"):
-            raise Yt8mError("--dbof_activation must be relu6, relu or sigmoid")
-        if self.model == "NeXtVladModel":
-            d = sum(self.feature_sizes) * self.nextvlad_expansion
-            if d % self.nextvlad_groups:
-                raise Yt8mError(f"--nextvlad_groups ({self.nextvlad_groups}) must divide the expanded feature size ({d})")
         for name in ("moe_num_mixtures", "iterations", "dbof_cluster_size", "dbof_hidden_size", "lstm_cells",
                      "lstm_layers", "netvlad_cluster_size", "netvlad_hidden_size", "nextvlad_cluster_size",
                      "nextvlad_hidden_size", "nextvlad_groups", "nextvlad_expansion", "num_classes"):

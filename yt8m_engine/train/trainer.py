@@ -101,7 +101,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     under MultiWorkerMirroredStrategy; worker 0 (or the chief) writes the checkpoints, the others
     write theirs under TRAIN_DIR/workers/INDEX. Every worker needs the same --max_steps.
     """
-    from ..distributed import is_chief, tf_config
+    from .cluster import is_chief, tf_config
 
     mcfg.validate()
     tcfg.validate()

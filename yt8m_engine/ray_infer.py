@@ -1,4 +1,4 @@
-"""Scale-out on existing engines: `infer --engine ray` (Ray Data), multi-worker TensorFlow training.
+"""`infer --engine ray`: inference on Ray Data.
 
 Ray (optional: pip install 'yt8m-engine[ray]'): the input files are cut into shards (file index % n),
 `ray.data.from_items` carries one shard per block, and `map_batches` runs an actor class that holds
@@ -37,14 +37,14 @@ class _ShardWorker:
     """A Ray Data actor: one ONNX Runtime session, reused for every shard it is given."""
 
     def __init__(self, model_path: str, num_files: int, opts):
-        from .infer import open_model
+        from .pipeline import open_model
 
         self.model = open_model(model_path, opts)
         self.num_files = num_files
         self.opts = opts
 
     def __call__(self, batch: dict) -> dict:
-        from .infer import run_files
+        from .pipeline import run_files
 
         out_stats, out_parts = [], []
         for files, idx in zip(batch["files"], batch["indices"]):
@@ -60,7 +60,7 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
               shards: int | None = None, timeout_s: float = 600.0):
     """(Stats, Partial) of the given files, computed by Ray Data actors."""
     ray = _ray()
-    from .infer import Stats
+    from .pipeline import Stats
     from .rank.partial import Partial, merge_partials
 
     t0 = time.perf_counter()
@@ -129,36 +129,3 @@ def ray_infer(model_path: str, work: list[tuple[int, str]], num_files: int, opts
         stats.stage[k] = float(v)
     stats.wall = time.perf_counter() - t0
     return stats, merged
-
-
-# -- multi-worker TensorFlow training ------------------------------------------------------------
-def tf_config(workers: str | None, task_index: int | None) -> dict | None:
-    """The cluster of a multi-worker run: from --workers/--task_index, else from $TF_CONFIG, else None."""
-    import json
-
-    if workers:
-        hosts = [w.strip() for w in workers.split(",") if w.strip()]
-        if task_index is None or not 0 <= task_index < len(hosts):
-            raise Yt8mError(f"--task_index must be in [0, {len(hosts)}) with --workers")
-        cfg = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
-        os.environ["TF_CONFIG"] = json.dumps(cfg)
-        return cfg
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return None
-    try:
-        cfg = json.loads(raw)
-        n = sum(len(v) for v in cfg["cluster"].values())
-        cfg["task"]["type"], int(cfg["task"]["index"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise Yt8mError(f"$TF_CONFIG is not a valid cluster description ({e})") from None
-    return cfg if n > 1 else None
-
-
-def is_chief(cfg: dict | None) -> bool:
-    if cfg is None:
-        return True
-    t = cfg["task"]
-    if "chief" in cfg["cluster"]:
-        return t["type"] == "chief"
-    return t["type"] == "worker" and int(t["index"]) == 0

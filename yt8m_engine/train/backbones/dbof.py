@@ -1,0 +1,136 @@
+"""Deep bag of frames (the starter's DbofModel): frames sampled while training, per-frame projection to
+clusters, max or average pooling over frames, a hidden layer."""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from ..config import ModelConfig
+from ..layers import FrameInput, config_dict, regularizer
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class SampleFrames(layers.Layer):
+    """DBoF's frame sampling (training only): `iterations` frames drawn uniformly from the valid ones.
+
+    It takes the raw uint8 frames, before FrameInput: dequantizing and normalising 30 sampled frames
+    instead of all (up to 300) and then sampling is the same arithmetic on the frames that are used.
+    Returns (frames, num_frames): the sample and `iterations` while training, the input otherwise."""
+
+    def __init__(self, iterations, random_frames=True, seed=None, **kw):
+        super().__init__(**kw)
+        self.iterations = iterations
+        self.random_frames = random_frames
+        self.seed_gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, num_frames, training=None):
+        if not training:
+            return x, num_frames
+        return self._sample(x, num_frames), ops.full_like(num_frames, self.iterations)
+
+    def _sample(self, x, num_frames):
+        n = ops.cast(ops.maximum(num_frames, 1), "float32")[:, None]
+        if self.random_frames:
+            u = keras.random.uniform((ops.shape(x)[0], self.iterations), seed=self.seed_gen)
+            idx = ops.cast(ops.floor(u * n), "int32")
+        else:  # a random contiguous sequence
+            start = keras.random.uniform((ops.shape(x)[0], 1), seed=self.seed_gen)
+            span = ops.maximum(n - self.iterations, 0.0)
+            base = ops.cast(ops.floor(start * (span + 1)), "int32")
+            idx = ops.minimum(base + ops.arange(self.iterations)[None, :], ops.cast(n, "int32") - 1)
+        return ops.take_along_axis(x, idx[:, :, None], axis=1)
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class Dbof(layers.Layer):
+    """Per-frame projection to clusters, max/average pooling, hidden layer."""
+
+    def __init__(self, cfg: dict, **kw):
+        super().__init__(**kw)
+        self.cfg = cfg
+        c = ModelConfig(**cfg)
+        reg = regularizer(c)
+        bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
+        self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
+        self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
+                                    name="cluster")
+        self.cluster_bn = layers.BatchNormalization(**bn, name="cluster_bn") if c.dbof_add_batch_norm else None
+        self.hidden = layers.Dense(c.dbof_hidden_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
+                                   name="hidden")
+        self.hidden_bn = layers.BatchNormalization(**bn, name="hidden_bn") if c.dbof_add_batch_norm else None
+        self.act = {"relu6": ops.relu6, "relu": ops.relu, "sigmoid": ops.sigmoid}[c.dbof_activation]
+        self.pooling = c.dbof_pooling_method
+        self.d = sum(c.feature_sizes)
+        self.sizes = (c.dbof_cluster_size, c.dbof_hidden_size)
+
+    def build(self, *args):
+        k, h = self.sizes
+        for layer, shape in ((self.input_bn, (None, None, self.d)), (self.cluster, (None, None, self.d)),
+                             (self.cluster_bn, (None, None, k)), (self.hidden, (None, k)), (self.hidden_bn, (None, h))):
+            if layer is not None:
+                layer.build(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "cfg": self.cfg}
+
+    def call(self, x, mask, num_frames, training=None):
+        # (while training x holds the frames SampleFrames drew, before FrameInput)
+        if self.input_bn is not None:
+            x = self.input_bn(x, training=training)
+        a = self.cluster(x)
+        if self.cluster_bn is not None:
+            a = self.cluster_bn(a, training=training)
+        a = self.act(a)
+        if self.pooling == "max":
+            # activations are >= 0 (relu6/relu/sigmoid), so zeroing padded frames leaves the max exact
+            pooled = ops.max(a * mask, axis=1)
+        else:
+            pooled = ops.sum(a * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+        h = self.hidden(pooled)
+        if self.hidden_bn is not None:
+            h = self.hidden_bn(h, training=training)
+        return self.act(h)
+
+
+def build(cfg, inputs):
+    # frames sampled (training only) before they are dequantized
+    fr, nf = SampleFrames(cfg.iterations, cfg.sample_random_frames, name="sample")(inputs["frames"],
+                                                                                    inputs["num_frames"])
+    x, mask = FrameInput(name="frame_input")(fr, nf)
+    return Dbof(config_dict(cfg), name="dbof")(x, mask, inputs["num_frames"])
+
+
+def lower(g, model, cfg, inp):
+    from ...export.graph import scaled_dense
+
+    L = model.get_layer("dbof")
+    a = scaled_dense(g, inp.x, inp.inv, L.cluster.kernel, L.cluster.bias if L.cluster.use_bias else None,
+                     pre_bn=L.input_bn)
+    if L.cluster_bn is not None:
+        a = g.batch_norm(a, L.cluster_bn)
+    a = g.op("Mul", [g.activation(a, cfg.dbof_activation), inp.mask])
+    if cfg.dbof_pooling_method == "max":
+        if inp.frames:  # a fixed frame count: an elementwise Max over the frame slices (faster on GPUs)
+            parts = g.op("Split", [a], n_out=inp.frames, axis=1) if inp.frames > 1 else [a]
+            parts = [parts] if isinstance(parts, str) else parts
+            pooled = g.op("Squeeze", [g.op("Max", parts) if inp.frames > 1 else parts[0], g.axes(1)])
+        else:
+            pooled = g.op("ReduceMax", [a], axes=[1], keepdims=0)
+    else:
+        import numpy as np
+
+        pooled = g.op("Div", [g.reduce_sum(a, 1, 0), g.op("Max", [g.reduce_sum(inp.mask, 1, 0),
+                                                                    g.const(np.float32(1))])])
+    h = g.dense(pooled, L.hidden.kernel, L.hidden.bias if L.hidden.use_bias else None)
+    if L.hidden_bn is not None:
+        h = g.batch_norm(h, L.hidden_bn)
+    return g.activation(h, cfg.dbof_activation)
+
+
+def validate(cfg):
+    from ...errors import Yt8mError
+
+    if cfg.dbof_pooling_method not in ("max", "average"):
+        raise Yt8mError("--dbof_pooling_method must be 'max' or 'average'")
+    if cfg.dbof_activation not in ("relu6", "relu", "sigmoid"):
+        raise Yt8mError("--dbof_activation must be relu6, relu or sigmoid")

@@ -1,0 +1,43 @@
+"""LstmModel: stacked LSTMs over the normalised frames, the output at the last valid frame. Unmasked
+(a masked LSTM converts to a slow ONNX Loop); the ONNX side is the LSTM op itself."""
+from __future__ import annotations
+
+from keras import layers
+
+from ..layers import FrameInput, LastStep
+
+
+def build(cfg, inputs):
+    seq, _ = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
+    for i in range(cfg.lstm_layers):
+        seq = layers.LSTM(cfg.lstm_cells, return_sequences=True, name=f"lstm_{i}")(seq)
+    return LastStep(name="last_step")(seq, inputs["num_frames"])
+
+
+def _gates(w, h):
+    """Keras orders LSTM gates i, f, c, o; ONNX i, o, f, c."""
+    import numpy as np
+
+    return np.concatenate([w[..., :h], w[..., 3 * h:], w[..., h:2 * h], w[..., 2 * h:3 * h]], -1)
+
+
+def lower(g, model, cfg, inp):
+    import numpy as np
+
+    seq = g.op("Transpose", [inp.normalized(g)], perm=[1, 0, 2])  # [T, B, I]
+    h = cfg.lstm_cells
+    for i in range(cfg.lstm_layers):
+        cell = model.get_layer(f"lstm_{i}").cell
+        w = _gates(np.asarray(cell.kernel), h).T[None]
+        r = _gates(np.asarray(cell.recurrent_kernel), h).T[None]
+        b = np.concatenate([_gates(np.asarray(cell.bias), h), np.zeros(4 * h, np.float32)])[None]
+        y = g.op("LSTM", [seq, g.const(w), g.const(r), g.const(b)], hidden_size=h)
+        seq = g.op("Squeeze", [y, g.axes(1)])
+    seq = g.op("Transpose", [seq], perm=[1, 0, 2])  # [B, T, H]
+    idx = g.op("Max", [g.op("Sub", [inp.nf, g.const(np.array(1, np.int64), dtype=np.int64)]),
+                       g.const(np.array(0, np.int64), dtype=np.int64)])
+    idx = g.op("Unsqueeze", [idx, g.axes(1, 2)])
+    shape = g.op("Concat", [g.op("Shape", [idx], start=0, end=2), g.const(np.array([h], np.int64), dtype=np.int64)],
+                 axis=0)
+    idx = g.op("Expand", [idx, shape])
+    return g.op("Squeeze", [g.op("GatherElements", [seq, idx], axis=1), g.axes(1)])

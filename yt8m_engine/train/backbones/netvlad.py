@@ -1,0 +1,67 @@
+"""NetVLAD pooling (the 2017 winner's learnable pooling) + hidden layer + context gating."""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from ..config import ModelConfig
+from ..layers import ContextGating, FrameInput, config_dict, l2_normalize, regularizer
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class NetVlad(layers.Layer):
+    def __init__(self, cfg: dict, **kw):
+        super().__init__(**kw)
+        self.cfg = cfg
+        c = ModelConfig(**cfg)
+        self.k = c.netvlad_cluster_size
+        self.d = sum(c.feature_sizes)
+        reg = regularizer(c)
+        self.assign = layers.Dense(self.k, kernel_regularizer=reg, name="assign")
+        self.hidden = layers.Dense(c.netvlad_hidden_size, kernel_regularizer=reg, name="hidden")
+        self.gating = ContextGating(c.netvlad_hidden_size, l2=c.l2_penalty, name="gating") if c.gating else None
+
+    def build(self, *args):
+        self.centers = self.add_weight(name="centers", shape=(self.d, self.k),
+                                       initializer=keras.initializers.RandomNormal(stddev=self.d ** -0.5))
+
+    def get_config(self):
+        return {**super().get_config(), "cfg": self.cfg}
+
+    def call(self, x, mask, num_frames, training=None):
+        a = ops.softmax(self.assign(x), axis=-1) * mask                # [B, T, K]
+        a_sum = ops.sum(a, axis=1, keepdims=True)                       # [B, 1, K]
+        vlad = ops.matmul(ops.transpose(x, (0, 2, 1)), a)               # [B, D, K]
+        vlad = vlad - a_sum * self.centers[None]
+        vlad = l2_normalize(vlad, 1)                                    # intra-normalisation
+        vlad = l2_normalize(ops.reshape(vlad, (-1, self.d * self.k)), 1)
+        h = self.hidden(vlad)
+        return self.gating(h, training=training) if self.gating is not None else h
+
+
+def build(cfg, inputs):
+    x, mask = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
+    return NetVlad(config_dict(cfg), name="netvlad")(x, mask, inputs["num_frames"])
+
+
+def lower(g, model, cfg, inp):
+    L = model.get_layer("netvlad")
+    x = inp.normalized(g)
+    a = g.op("Mul", [g.op("Softmax", [g.dense(x, L.assign.kernel, L.assign.bias)], axis=-1), inp.mask])
+    return vlad_tail(g, L, x, a, L.d, normalize_all=True)
+
+
+def vlad_tail(g, L, x, a, dim, normalize_all):
+    """Residuals to the centers weighted by the soft assignment a, intra-normalised, flattened (then
+    normalised as a whole for NetVLAD), hidden layer, context gating: shared with NeXtVLAD."""
+    import numpy as np
+
+    a_sum = g.reduce_sum(a, 1)
+    vlad = g.op("MatMul", [g.op("Transpose", [x], perm=[0, 2, 1]), a])
+    vlad = g.op("Sub", [vlad, g.op("Mul", [a_sum, g.const(np.asarray(L.centers)[None])])])
+    vlad = g.l2_normalize(vlad, 1)
+    vlad = g.op("Reshape", [vlad, g.const(np.array([-1, dim * L.k], np.int64), dtype=np.int64)])
+    if normalize_all:
+        vlad = g.l2_normalize(vlad, 1)
+    h = g.dense(vlad, L.hidden.kernel, L.hidden.bias)
+    return g.context_gating(h, L.gating) if L.gating is not None else h

@@ -1,0 +1,1 @@
+"""Classifier heads, one file each (Keras layer + ONNX lowering); listed in train/registry.py."""

@@ -1,0 +1,63 @@
+"""Mixture of experts per class (MoeModel), and with context gating on its output (GatedMoeModel, the
+2017 winner's)."""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from ..layers import ContextGating
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class MoeHead(layers.Layer):
+    """Softmax gate over M experts + a dummy expert, sigmoid experts."""
+
+    def __init__(self, num_classes, num_mixtures, l2=0.0, gated=False, **kw):
+        super().__init__(**kw)
+        self.num_classes = num_classes
+        self.num_mixtures = num_mixtures
+        self.gated = gated
+        reg = keras.regularizers.L2(l2) if l2 > 0 else None
+        self.gate = layers.Dense(num_classes * (num_mixtures + 1), use_bias=False, kernel_regularizer=reg, name="gate")
+        self.expert = layers.Dense(num_classes * num_mixtures, kernel_regularizer=reg, name="expert")
+        if gated:
+            self.context = ContextGating(num_classes, l2=l2, name="output_gating")
+
+    def call(self, x, training=None):
+        m = self.num_mixtures
+        g = ops.softmax(ops.reshape(self.gate(x), (-1, self.num_classes, m + 1)), axis=-1)
+        e = ops.sigmoid(ops.reshape(self.expert(x), (-1, self.num_classes, m)))
+        p = ops.sum(g[:, :, :m] * e, axis=-1)
+        if self.gated:
+            p = self.context(p, training=training)
+        return p
+
+
+def build(cfg, name):
+    return MoeHead(cfg.num_classes, cfg.moe_num_mixtures, cfg.l2_penalty, gated=name == "GatedMoeModel", name="head")
+
+
+def lower(g, model, cfg, x, cols):
+    """Only the output columns `cols` when given (segment exports), except under output gating, which
+    mixes all classes first."""
+    import numpy as np
+
+    head = model.get_layer("head")
+    m, c, gated = head.num_mixtures, head.num_classes, head.gated
+    out_cols = None if gated else cols
+    k = c if out_cols is None else len(out_cols)
+    gk = np.asarray(head.gate.kernel).reshape(-1, c, m + 1)
+    ek = np.asarray(head.expert.kernel).reshape(-1, c, m)
+    eb = np.asarray(head.expert.bias).reshape(c, m)
+    if out_cols is not None:
+        gk, ek, eb = gk[:, out_cols], ek[:, out_cols], eb[out_cols]
+    gate = g.op("MatMul", [x, g.const(gk.reshape(gk.shape[0], -1))])
+    gate = g.op("Softmax", [g.op("Reshape", [gate, g.const(np.array([-1, k, m + 1], np.int64), dtype=np.int64)])],
+                axis=-1)
+    expert = g.op("Add", [g.op("MatMul", [x, g.const(ek.reshape(ek.shape[0], -1))]), g.const(eb.reshape(-1))])
+    expert = g.op("Sigmoid", [g.op("Reshape", [expert, g.const(np.array([-1, k, m], np.int64), dtype=np.int64)])])
+    gate = g.op("Slice", [gate, g.axes(0), g.axes(m), g.axes(2)])
+    p = g.op("ReduceSum", [g.op("Mul", [gate, expert]), g.axes(2)], keepdims=0)
+    if gated:
+        p = g.context_gating(p, head.context, cols)
+    return p

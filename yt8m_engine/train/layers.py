@@ -1,0 +1,69 @@
+"""Keras pieces the backbones and heads share: dequantization, per-frame L2 normalisation and masking
+of the uint8 input, the last valid step of a sequence, context gating.
+
+Every layer is written with export in mind (each backbone and head writes its ONNX nodes from its
+weights, beside its Keras layer): no data-dependent control flow.
+"""
+from __future__ import annotations
+
+from .quiet_tf import tf  # noqa: F401  (TensorFlow loaded quietly before Keras loads it)
+
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+from .. import format as fmt
+
+L2_EPS = 1e-12  # tf.nn.l2_normalize's epsilon (on the squared norm)
+
+
+def l2_normalize(x, axis):
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), L2_EPS))
+
+
+def regularizer(cfg):
+    return keras.regularizers.L2(cfg.l2_penalty) if cfg.l2_penalty > 0 else None
+
+
+def dequantized(frames, num_frames):
+    """(float frames x * 4/255 + (4/512 - 2) [B, T, D], mask of the valid frames [B, T])."""
+    x = ops.cast(frames, "float32") * float(fmt.DEQUANT_SCALE) + float(fmt.DEQUANT_BIAS)
+    t = ops.shape(frames)[1]
+    return x, ops.cast(ops.arange(t)[None, :] < ops.cast(num_frames, "int32")[:, None], "float32")
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class FrameInput(layers.Layer):
+    """uint8 frames -> dequantized, L2-normalised per frame, padded frames zeroed; also the mask."""
+
+    def call(self, frames, num_frames):
+        x, mask = dequantized(frames, num_frames)
+        mask = mask[:, :, None]
+        return l2_normalize(x, -1) * ops.cast(mask, x.dtype), mask
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class LastStep(layers.Layer):
+    """The output of an unmasked sequence at num_frames - 1."""
+
+    def call(self, seq, num_frames):
+        idx = ops.maximum(ops.cast(num_frames, "int32") - 1, 0)
+        return ops.take_along_axis(seq, idx[:, None, None], axis=1)[:, 0]
+
+
+@keras.saving.register_keras_serializable("yt8m")
+class ContextGating(layers.Layer):
+    """y = x * sigmoid(x W + b) (the 2017 winner's context gating)."""
+
+    def __init__(self, dim, l2=0.0, **kw):
+        super().__init__(**kw)
+        reg = keras.regularizers.L2(l2) if l2 > 0 else None
+        self.dense = layers.Dense(dim, kernel_regularizer=reg, name="gate")
+
+    def call(self, x, training=None):
+        return x * ops.sigmoid(self.dense(x))
+
+
+def config_dict(cfg) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)

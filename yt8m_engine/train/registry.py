@@ -1,0 +1,52 @@
+"""The registry of models: each name the CLI, the saved config and the ONNX metadata use, mapped to the
+file that holds its backbone (Keras layer and ONNX lowering side by side) and its head. No TensorFlow
+here: the CLI lists the names and config.py validates them without loading Keras.
+
+A new architecture is one file in train/backbones/ (or train/heads/) with
+    build(cfg, frames, num_frames) -> pooled           Keras, functional (heads: build(cfg, name) -> layer)
+    lower(g, model, cfg, inp) -> pooled                 its ONNX nodes (export.graph.Graph), or no `lower`:
+                                                        `export` then says it has no ONNX lowering
+    validate(cfg)                                       optional: its option checks
+plus one line below. It then trains, exports, infers and runs the parity tests (tests/test_export.py
+iterate over MODELS) without any other edit.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    backbone: str      # module of train/backbones/
+    frame_level: bool
+    head: str | None   # a fixed head, or None: --video_level_classifier_model chooses
+    doc: str
+
+
+MODELS = {
+    "LogisticModel": ModelSpec("video", False, "LogisticModel", "logistic regression on the video-level features"),
+    "MoeModel": ModelSpec("video", False, "MoeModel", "mixture of experts on the video-level features"),
+    "FrameLevelLogisticModel": ModelSpec("mean", True, "LogisticModel", "logistic regression on the mean frame"),
+    "DbofModel": ModelSpec("dbof", True, None, "deep bag of frames (the starter's)"),
+    "LstmModel": ModelSpec("lstm", True, None, "stacked LSTM, last valid step"),
+    "NetVladModel": ModelSpec("netvlad", True, None, "NetVLAD pooling + context gating (2017 winner)"),
+    "NeXtVladModel": ModelSpec("nextvlad", True, None, "NeXtVLAD pooling + context gating (2018 winner)"),
+}
+HEADS = {"LogisticModel": "logistic", "MoeModel": "moe", "GatedMoeModel": "moe"}  # name -> train/heads/ module
+
+
+def backbone(model: str):
+    return importlib.import_module(f"{__package__}.backbones.{MODELS[model].backbone}")
+
+
+def head_name(cfg) -> str:
+    return MODELS[cfg.model].head or cfg.video_level_classifier_model
+
+
+def head(name: str):
+    return importlib.import_module(f"{__package__}.heads.{HEADS[name]}")
+
+
+def models_help() -> str:
+    return "; ".join(f"{k}: {v.doc}" for k, v in MODELS.items())
