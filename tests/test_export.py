@@ -164,3 +164,16 @@ def test_fixed_frame_export_serves_segments_only(trained_flm, learn_dir, tmp_pat
     assert filecmp.cmp(tmp_path / "a.csv", tmp_path / "b.csv", shallow=False)
     with pytest.raises(Yt8mError, match="5-frame inputs"):
         infer(path, rated, str(tmp_path / "v.csv"), progress=False)
+
+
+def test_metadata_round_trips_through_model_info(trained_flm):
+    """Export writes ModelInfo.to_metadata; every reader takes ModelInfo.from_metadata: one definition."""
+    from yt8m_engine.engine import ModelInfo
+
+    _, onnx_path, _ = trained_flm
+    meta = {p.key: p.value for p in onnx.load(onnx_path).metadata_props}
+    info = ModelInfo.from_metadata(onnx_path, meta)
+    again = info.to_metadata()
+    assert again == {k: v for k, v in meta.items() if k in again}
+    assert set(meta) - set(again) == {"yt8m.train_dir"} and "/" not in meta["yt8m.train_dir"]
+    assert info.classes == "segment" and info.spec.total_size == 1152

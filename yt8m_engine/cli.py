@@ -13,7 +13,6 @@ import time
 import click
 
 from .errors import Yt8mError
-from . import format as fmt
 from .format import FeatureSpec
 from .train import registry
 
@@ -214,7 +213,7 @@ def eval_cmd(ctx, train_dir, model_file, eval_data_pattern, segment_labels, batc
              segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, threads, skip_corrupt,
              as_json, frame_features, feature_names, feature_sizes, **model_flags):
     """Evaluate a model: Hit@1, PERR, GAP, mAP, loss (and segment metrics)."""
-    from .evaluate import evaluate, public, tensorboard_summaries, write_reports
+    from .evaluate import evaluate, tensorboard_summaries, write_reports
     from .io.files import check_output_dir
 
     if model_file and (model_file.endswith(".onnx") or os.path.isfile(model_file)):
@@ -247,9 +246,9 @@ def eval_cmd(ctx, train_dir, model_file, eval_data_pattern, segment_labels, batc
         if train_dir:
             tensorboard_summaries(res, train_dir)
         if as_json:
-            echo_json(public(res))
+            echo_json(res.to_dict())
         else:
-            click.echo(format_eval(res))
+            click.echo(res.table())
             click.echo(f"reports in {out_dir}")
             warn_notes(res["notes"], "left out of the metrics")
         if run_once or model_file:
@@ -281,22 +280,6 @@ def check_model_flags(train_dir: str, model: str | None, frame_features, feature
     if diffs:
         raise Yt8mError(f"{where}: the model in {train_dir} differs from the flags: {'; '.join(diffs)}; "
                         "drop them or give the matching values")
-
-
-def format_eval(res: dict) -> str:
-    lines = [f"{'model':<22}{res['model']} (step {res['step']})", f"{'videos':<22}{res['videos']}"]
-    classes = len(res["_class_ids"])
-    if "segment_map" not in res and classes < fmt.NUM_CLASSES:
-        lines.append(f"{'classes':<22}{classes} (the export's: the video metrics cover these classes only)")
-    if "segment_map" in res:
-        lines.append(f"{'rated segments':<22}{res['rated_segments']} (Hit@1, GAP, mAP over these)")
-    for k in ("hit_at_one", "perr", "gap", "map", "loss"):
-        if k in res:
-            lines.append(f"{k:<22}{res[k]:.4f}")
-    if "segment_map" in res:
-        lines.append(f"{'MAP@' + str(res['top_n']):<22}{res['segment_map']:.4f} (Kaggle 2019, "
-                     f"{res['segment_map_classes']} classes)")
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -459,17 +442,9 @@ def run_score_cmd(submission, submission_file, eval_data_pattern, top_n, label_c
                     segment_label_ids_file=segment_label_ids_file, skip_corrupt=skip_corrupt, use_cache=not no_cache,
                     progress=not as_json, cache_file=label_cache)
     if as_json:
-        echo_json(res)
+        echo_json(res.to_dict())
         return
-    cut = f"the first {res['top_n']}" if res["top_n"] else "all submitted"
-    rows = [(f"MAP@{res['top_n']}" if res["top_n"] else "MAP (no cut)", f"{res['map']:.6f}"),
-            ("classes", f"{res['classes']} with positive ratings ({res['submitted_classes']} submitted)"),
-            ("entries", f"{res['entries']} ({res['rated_entries']} rated, within {cut})"),
-            ("ratings", f"{res['ratings']}"),
-            ("label cache", f"{res['label_cache']}: {res['label_cache_file']}"),
-            ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in res["seconds"].items()))]
-    w = max(len(k) for k, _ in rows) + 2
-    click.echo("\n".join(f"{k:<{w}}{v}" for k, v in rows))
+    click.echo(res.table())
 
 
 @cli.command()

@@ -24,7 +24,8 @@ PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"
 
 @dataclass
 class ModelInfo:
-    """What an exported file says about itself (its `yt8m.*` metadata)."""
+    """What an exported file says about itself: its `yt8m.*` metadata, written by `to_metadata` (export)
+    and read back, every field checked, by `from_metadata` (every verb that opens a model)."""
 
     model: str
     frame_features: bool
@@ -34,41 +35,61 @@ class ModelInfo:
     precision: str
     config: dict
     frames: int = 0  # a fixed frame count (segment-only export), 0 for a dynamic frame axis
+    classes: str = "all"
 
+    def to_metadata(self) -> dict[str, str]:
+        from . import __version__
 
-def read_info(path: str, meta: dict) -> ModelInfo:
-    """The model's description from its metadata, every field checked (a file edited by hand or made
-    by another tool is refused here, not by a traceback or an empty submission later)."""
-    def bad(what: str):
-        return Yt8mError(f"{path}: bad yt8m metadata ({what}); export the model again with 'yt8m-engine export'")
+        return {
+            "yt8m.engine_version": __version__,
+            "yt8m.model": self.model,
+            "yt8m.config": json.dumps(self.config),
+            "yt8m.feature_names": json.dumps(list(self.spec.names)),
+            "yt8m.feature_sizes": json.dumps([int(s) for s in self.spec.sizes]),
+            "yt8m.frame_features": json.dumps(bool(self.frame_features)),
+            "yt8m.class_ids": json.dumps([int(c) for c in self.class_ids]),
+            "yt8m.classes": self.classes,
+            "yt8m.segment_size": str(fmt.SEGMENT_SIZE),
+            "yt8m.max_frames": str(self.config.get("max_frames", fmt.MAX_FRAMES)),
+            "yt8m.checkpoint_step": str(int(self.step)),
+            "yt8m.precision": self.precision,
+            "yt8m.frames": str(int(self.frames)),
+        }
 
-    try:
-        frame = json.loads(meta["yt8m.frame_features"])
-        names, sizes = json.loads(meta["yt8m.feature_names"]), json.loads(meta["yt8m.feature_sizes"])
-        class_ids = json.loads(meta["yt8m.class_ids"])
-        step, frames = int(meta.get("yt8m.checkpoint_step", 0)), int(meta.get("yt8m.frames", 0))
-        config = json.loads(meta.get("yt8m.config", "{}"))
-    except KeyError as e:
-        raise Yt8mError(f"{path}: not a yt8m-engine ONNX export (no metadata {e}); "
-                        "export it with 'yt8m-engine export'") from None
-    except ValueError as e:
-        raise bad(f"unreadable value: {e}") from None
-    if not isinstance(frame, bool):
-        raise bad("frame_features is not true or false")
-    if not (isinstance(names, list) and isinstance(sizes, list) and names and len(names) == len(sizes)
-            and all(isinstance(n, str) and n for n in names)
-            and all(isinstance(z, int) and not isinstance(z, bool) and 0 < z <= 1 << 20 for z in sizes)):
-        raise bad(f"feature_names {names!r} and feature_sizes {sizes!r} are not one name and one positive size a feature")
-    if not (isinstance(class_ids, list) and class_ids
-            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1 << 31 for c in class_ids)):
-        raise bad("class_ids is not a non-empty list of class ids")
-    ids = np.array(class_ids, np.int64)
-    if np.unique(ids).size != ids.size:
-        raise bad("class_ids names a class twice")
-    if frames < 0 or not isinstance(config, dict):
-        raise bad("frames or config")
-    return ModelInfo(str(meta.get("yt8m.model", "")), frame, fmt.FeatureSpec(tuple(names), tuple(sizes), frame),
-                     ids, step, meta.get("yt8m.precision", "fp32"), config, frames)
+    @classmethod
+    def from_metadata(cls, path: str, meta: dict) -> "ModelInfo":
+        """The model's description from its metadata, every field checked (a file edited by hand or made
+        by another tool is refused here, not by a traceback or an empty submission later)."""
+        def bad(what: str):
+            return Yt8mError(f"{path}: bad yt8m metadata ({what}); export the model again with 'yt8m-engine export'")
+
+        try:
+            frame = json.loads(meta["yt8m.frame_features"])
+            names, sizes = json.loads(meta["yt8m.feature_names"]), json.loads(meta["yt8m.feature_sizes"])
+            class_ids = json.loads(meta["yt8m.class_ids"])
+            step, frames = int(meta.get("yt8m.checkpoint_step", 0)), int(meta.get("yt8m.frames", 0))
+            config = json.loads(meta.get("yt8m.config", "{}"))
+        except KeyError as e:
+            raise Yt8mError(f"{path}: not a yt8m-engine ONNX export (no metadata {e}); "
+                            "export it with 'yt8m-engine export'") from None
+        except ValueError as e:
+            raise bad(f"unreadable value: {e}") from None
+        if not isinstance(frame, bool):
+            raise bad("frame_features is not true or false")
+        if not (isinstance(names, list) and isinstance(sizes, list) and names and len(names) == len(sizes)
+                and all(isinstance(n, str) and n for n in names)
+                and all(isinstance(z, int) and not isinstance(z, bool) and 0 < z <= 1 << 20 for z in sizes)):
+            raise bad(f"feature_names {names!r} and feature_sizes {sizes!r} are not one name and one positive size a feature")
+        if not (isinstance(class_ids, list) and class_ids
+                and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1 << 31 for c in class_ids)):
+            raise bad("class_ids is not a non-empty list of class ids")
+        ids = np.array(class_ids, np.int64)
+        if np.unique(ids).size != ids.size:
+            raise bad("class_ids names a class twice")
+        if frames < 0 or not isinstance(config, dict):
+            raise bad("frames or config")
+        return cls(str(meta.get("yt8m.model", "")), frame, fmt.FeatureSpec(tuple(names), tuple(sizes), frame),
+                   ids, step, meta.get("yt8m.precision", "fp32"), config, frames, meta.get("yt8m.classes", "all"))
 
 
 def check_graph(path: str, session, info: ModelInfo) -> None:
@@ -159,7 +180,7 @@ class OnnxModel:
         except Exception as e:  # noqa: BLE001 - ORT raises its own types for bad files
             raise Yt8mError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
         self.path = path
-        self.info = read_info(path, self.session.get_modelmeta().custom_metadata_map)
+        self.info = ModelInfo.from_metadata(path, self.session.get_modelmeta().custom_metadata_map)
         check_graph(path, self.session, self.info)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")

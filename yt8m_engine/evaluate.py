@@ -24,6 +24,7 @@ from .io.files import AtomicWriter, resolve_files
 from .io.tfrecord import frame_record
 from .kernels.metrics import VideoMetrics, cross_entropy_sum, ranked_flags
 from .rank.keys import segment_keys
+from .results import EvalResult
 from .rank.topn import SegmentScores
 from .train.config import load_config  # (plain data: no TensorFlow)
 
@@ -141,7 +142,7 @@ def evaluate(model: str, eval_data_pattern: str, *, segment_labels: bool = False
     for part in job.metrics:
         m.merge(part)
     r = m.results()
-    res = {"videos": stats.videos, "hit_at_one": r["hit_at_one"]}
+    res = EvalResult(videos=stats.videos, hit_at_one=r["hit_at_one"])
     if not segment_labels:
         res.update(perr=r["perr"], gap=r["gap"], map=r["map"], loss=job.loss_sum / max(m.videos, 1))
     else:
@@ -236,10 +237,6 @@ def _pr_points(vm: VideoMetrics, points: int = 200):
     return precision, recall
 
 
-def public(res: dict) -> dict:
-    return {k: v for k, v in res.items() if not k.startswith("_")}
-
-
 def write_reports(res: dict, out_dir: str, vocabulary: str | None = None) -> list[str]:
     """metrics.json, class_ap.csv and metrics.png in out_dir. Returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
@@ -247,7 +244,7 @@ def write_reports(res: dict, out_dir: str, vocabulary: str | None = None) -> lis
     paths = []
     p = os.path.join(out_dir, "metrics.json")
     with AtomicWriter(p, "w") as f:
-        json.dump(public(res), f, indent=2, default=float)
+        json.dump(res.to_dict(), f, indent=2, default=float)
     paths.append(p)
     p = os.path.join(out_dir, "class_ap.csv")
     with AtomicWriter(p, "w") as f:

@@ -16,6 +16,7 @@ from .io.files import check_output, resolve_files
 from .pipeline import Options, Stats, run_files
 from .rank.keys import check_files
 from .rank.partial import Partial, merge_partials
+from .results import MergeResult
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -88,5 +89,5 @@ def merge(partials: list[str], output_file: str, segment_max_pred: int | None = 
     merged = merge_partials([Partial.load(p) for p in partials], partials, segment_max_pred)
     dup, example = merged.ids.duplicates()
     merged.write_csv(output_file)
-    return {"output": output_file, "partials": len(partials), "bytes": os.path.getsize(output_file),
-            "duplicate_ids": dup, "duplicate_example": example}
+    return MergeResult(output=output_file, partials=len(partials), bytes=os.path.getsize(output_file),
+                       duplicate_ids=dup, duplicate_example=example)

@@ -23,6 +23,7 @@ from .io.proto import csr_bytes
 from .io.files import AtomicWriter, file_signature, is_url, open_input, read_full, resolve_files
 from .io.reader import Reader, note_lines
 from .progress import Progress
+from .results import ScoreResult
 from .rank.submission import SEGMENT_HEADER, entry_key, id_hash
 
 
@@ -417,7 +418,7 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
     classes = np.flatnonzero(submitted & (ratings.positives > 0))
     aps = ap_sum[classes] / np.minimum(ratings.positives[classes], cut)
     per_class = {int(k): float(v) for k, v in zip(classes, aps)}
-    return {
+    return ScoreResult({
         "map": float(aps.mean()) if aps.size else 0.0,
         "classes": int(classes.size),
         "top_n": int(top_n),
@@ -429,4 +430,4 @@ def score(submission: str, eval_data_pattern: str, top_n: int = 100000, segment_
         "label_cache_file": cache_path,
         "seconds": {"labels": round(t1 - t0, 3), "score": round(t2 - t1, 3)},
         "per_class": per_class,
-    }
+    })

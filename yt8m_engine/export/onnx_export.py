@@ -10,7 +10,6 @@ IR > 10). Metadata (`yt8m.*` keys) carries everything `eval` and `infer` need.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -19,8 +18,10 @@ from onnx import TensorProto, helper
 
 from .. import __version__
 from .. import format as fmt
+from ..engine import ModelInfo
 from ..errors import Yt8mError
 from ..io.files import AtomicWriter, check_output
+from ..results import ExportResult
 from ..train import registry
 from ..train.config import ModelConfig
 from .graph import Graph, frame_input
@@ -66,23 +67,9 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="yt8m-engine",
                           producer_version=__version__)
     m.ir_version = IR_VERSION
-    meta = {
-        "yt8m.engine_version": __version__,
-        "yt8m.model": cfg.model,
-        "yt8m.config": json.dumps(dataclasses.asdict(cfg)),
-        "yt8m.feature_names": json.dumps(list(cfg.feature_names)),
-        "yt8m.feature_sizes": json.dumps([int(s) for s in cfg.feature_sizes]),
-        "yt8m.frame_features": json.dumps(bool(cfg.frame_features)),
-        "yt8m.class_ids": json.dumps([int(c) for c in out_ids]),
-        "yt8m.classes": classes,
-        "yt8m.segment_size": str(fmt.SEGMENT_SIZE),
-        "yt8m.max_frames": str(cfg.max_frames),
-        "yt8m.checkpoint_step": str(int(step)),
-        "yt8m.precision": "fp16" if fp16 else "fp32",
-        "yt8m.frames": str(frames or 0),
-        **(extra_metadata or {}),
-    }
-    helper.set_model_props(m, meta)
+    info = ModelInfo(cfg.model, cfg.frame_features, cfg.feature_spec, np.asarray(out_ids, np.int64), int(step),
+                     "fp16" if fp16 else "fp32", dataclasses.asdict(cfg), frames or 0, classes)
+    helper.set_model_props(m, {**info.to_metadata(), **(extra_metadata or {})})
     return m
 
 
@@ -99,8 +86,8 @@ def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = Fa
     onnx.checker.check_model(m)
     with AtomicWriter(output) as f:
         f.write(m.SerializeToString())
-    return {"output": output, "model": cfg.model, "step": step, "classes": classes, "fp16": fp16, "frames": frames,
-            "bytes": os.path.getsize(output)}
+    return ExportResult(output=output, model=cfg.model, step=step, classes=classes, fp16=fp16, frames=frames,
+                        bytes=os.path.getsize(output))
 
 
 def export_beside(model, cfg: ModelConfig, step: int, train_dir: str, checkpoint: str) -> None:
