@@ -320,3 +320,30 @@ def test_tensorboard_final_step_and_one_tag_per_quantity(learn_dir, tmp_path):
     tensorboard_summaries(res, str(tmp_path))
     ev = event_scalars(str(tmp_path / "eval"))
     assert ev["segments/kaggle_map"] == {7: pytest.approx(res["segment_map"])} and "segments/gap" in ev
+
+
+def test_fine_tune_from_another_run_with_another_class_count(synth_dir, tmp_path):
+    """--start_from: the backbone's weights carried over, the head for another class count fresh."""
+    from yt8m_engine.train.trainer import load_model
+
+    src = str(tmp_path / "src")
+    train(small_config("DbofModel"), TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=src, batch_size=16,
+                                                 max_steps=2), echo=lambda s: None)
+    lines = []
+    cfg = small_config("DbofModel", num_classes=10)
+    dst = str(tmp_path / "dst")
+    r = train(cfg, TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=dst, batch_size=16, max_steps=1,
+                               base_learning_rate=0.0), echo=lines.append, start_from_dir=src)
+    assert r["steps"] == 1
+    msg = next(x for x in lines if x.startswith("started from"))
+    assert "fresh: head (3862 -> 10 classes)" in msg
+    a, _, _ = load_model(src)
+    b, _, _ = load_model(dst, f"{dst}/checkpoints/ckpt-0")
+    for name in ("dbof",):
+        for wa, wb in zip(a.get_layer(name).weights, b.get_layer(name).weights):
+            assert np.array_equal(np.asarray(wa), np.asarray(wb)), wa.path
+    assert b.get_layer("head").weights[0].shape[-1] != a.get_layer("head").weights[0].shape[-1]
+    with pytest.raises(Yt8mError, match="trained on frame-level"):
+        train(small_config("LogisticModel"), TrainConfig(train_data_pattern=pattern(synth_dir, False),
+                                                          train_dir=str(tmp_path / "v"), max_steps=1),
+              echo=lambda s: None, start_from_dir=src)

@@ -137,6 +137,8 @@ def model_options(f):
 @bopt("frame-features", default=None, help="frame-level input (default: from --model)")
 @bopt("segment-labels", help="fine-tune on rated segments (label weights)")
 @bopt("start-new-model", help="discard existing checkpoints in --train_dir")
+@opt("start-from", default=None, help="fine-tune: start from this train_dir's latest checkpoint (layers whose "
+                                      "shapes differ, e.g. a head for another --num_classes, start fresh)")
 @opt("batch-size", type=int, default=1024, show_default=True)
 @opt("base-learning-rate", type=float, default=0.01, show_default=True)
 @opt("learning-rate-decay", type=float, default=0.95, show_default=True)
@@ -170,6 +172,7 @@ def train(**kw):
         frame = kw["model"] in registry.MODELS and registry.MODELS[kw["model"]].frame_level
     spec = FeatureSpec.parse(kw.pop("feature_names"), kw.pop("feature_sizes"), frame)
     start_new = kw.pop("start_new_model")
+    start_from_dir = kw.pop("start_from")
     workers, task_index = kw.pop("workers"), kw.pop("task_index")
     mfields = {f for f in ModelConfig.__dataclass_fields__}
     mcfg = ModelConfig(feature_names=list(spec.names), feature_sizes=list(spec.sizes), frame_features=frame,
@@ -181,7 +184,8 @@ def train(**kw):
         if progress.LEVEL > progress.QUIET or line.startswith(("warning", "interrupted", "trained", "already")):
             click.echo(line)
 
-    run_train(mcfg, tcfg, start_new_model=start_new, echo=echo, workers=workers, task_index=task_index)
+    run_train(mcfg, tcfg, start_new_model=start_new, echo=echo, workers=workers, task_index=task_index,
+              start_from_dir=start_from_dir)
 
 
 @cli.command("eval")
@@ -445,6 +449,69 @@ def run_score_cmd(submission, submission_file, eval_data_pattern, top_n, label_c
         echo_json(res.to_dict())
         return
     click.echo(res.table())
+
+
+def extract_options(f):
+    for d in reversed([
+        click.argument("videos", nargs=-1),
+        opt("input-videos-csv", default=None, help="lines <video_file>,<label;label;...> (labels optional)"),
+        opt("model-dir", default="~/yt8m", show_default=True,
+            help="classify_image_graph_def.pb and the PCA files (downloaded there when missing)"),
+        opt("frames-per-second", type=float, default=1.0, show_default=True),
+        opt("max-frames", type=int, default=300, show_default=True),
+        opt("skip-corrupt", is_flag=True, help="leave out (and count) videos that cannot be read")]):
+        f = d(f)
+    return f
+
+
+@cli.command()
+@extract_options
+@opt("output-tfrecords-file", required=True, help="the TFRecord file to write")
+@bopt("skip-frame-level-features", help="video-level records (mean_rgb, mean_audio) instead")
+@opt("labels-feature-key", default="labels", show_default=True)
+@opt("image-feature-key", default="rgb", show_default=True)
+@opt("video-file-feature-key", default="id", show_default=True)
+@bopt("insert-zero-audio-features", default=True, show_default=True,
+      help="128 zero bytes of audio a frame (no VGGish audio features yet)")
+def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, skip_corrupt, output_tfrecords_file,
+            skip_frame_level_features, labels_feature_key, image_feature_key, video_file_feature_key,
+            insert_zero_audio_features):
+    """Videos -> YouTube-8M records: RGB features as the dataset's (Inception-v3, PCA, 8 bits), the
+    starter extractor's flags. Needs PyAV ('yt8m-engine[extract]') and TensorFlow ('[train]')."""
+    from .extract.extract import extract as run_extract
+
+    r = run_extract(list(videos), output_tfrecords_file, input_videos_csv=input_videos_csv, model_dir=model_dir,
+                    frames_per_second=frames_per_second, max_frames=max_frames,
+                    skip_frame_level_features=skip_frame_level_features, labels_feature_key=labels_feature_key,
+                    image_feature_key=image_feature_key, video_file_feature_key=video_file_feature_key,
+                    insert_zero_audio_features=insert_zero_audio_features, skip_corrupt=skip_corrupt,
+                    echo=lambda s: click.echo(s, err=True))
+    click.echo(f"wrote {r['output']}: {r['videos']} videos, {r['frames']} frames"
+               + (f"; {r['failed']} videos skipped" if r["failed"] else "")
+               + ("; audio: zeros (no VGGish features)" if r["audio"] == "zeros" else "; no audio"))
+
+
+@cli.command()
+@extract_options
+@opt("model", required=True, help="an exported .onnx file")
+@opt("vocabulary", default=None, help="the YouTube-8M vocabulary.csv, for class names")
+@opt("top-k", type=int, default=20, show_default=True)
+@opt("providers", default="auto", show_default=True)
+@opt("json", "as_json", is_flag=True, help="print one JSON list")
+def predict(videos, input_videos_csv, model_dir, frames_per_second, max_frames, skip_corrupt, model, vocabulary,
+            top_k, providers, as_json):
+    """Labels for your own videos: extract (as `extract`), then the model; per video its top classes and,
+    for frame-level models, each one's best 5-second segment."""
+    from .extract.extract import predict as run_predict, predictions_table
+
+    res = run_predict(list(videos), model, input_videos_csv=input_videos_csv, model_dir=model_dir,
+                      frames_per_second=frames_per_second, max_frames=max_frames, vocabulary=vocabulary,
+                      top_k=top_k, providers=providers, skip_corrupt=skip_corrupt,
+                      echo=lambda s: click.echo(s, err=True))
+    if as_json:
+        echo_json(res)
+    else:
+        click.echo(predictions_table(res))
 
 
 @cli.command()

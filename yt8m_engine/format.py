@@ -53,6 +53,10 @@ class FeatureSpec:
     def total_size(self) -> int:
         return int(sum(self.sizes))
 
+    def describe(self) -> str:
+        kind = "frame-level" if self.frame_level else "video-level"
+        return f"{kind} {','.join(self.names)} ({','.join(map(str, self.sizes))})"
+
     @classmethod
     def default(cls, frame_level: bool = True) -> "FeatureSpec":
         feats = FRAME_FEATURES if frame_level else VIDEO_FEATURES

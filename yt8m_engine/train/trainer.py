@@ -93,8 +93,40 @@ def training_files(pattern: str) -> list[str]:
     return files
 
 
+def start_from(model, mcfg: ModelConfig, source: str, echo=print) -> None:
+    """Fine-tuning: the weights of another run's latest checkpoint copied into a fresh model, layer by
+    layer (same names) wherever the shapes agree; the rest keeps its fresh initialisation (a classifier
+    head for another class count, say). The input must be the same features."""
+    src, scfg, step = load_model(source)
+    if scfg.feature_spec != mcfg.feature_spec:
+        raise Yt8mError(f"--start_from {source}: trained on {scfg.feature_spec.describe()}, this run reads "
+                        f"{mcfg.feature_spec.describe()}")
+    copied = total = 0
+    fresh = []
+    for layer in model.layers:
+        try:
+            other = src.get_layer(layer.name)
+        except ValueError:
+            other = None
+        ws = layer.weights
+        total += len(ws)
+        ow = {w.path.split("/", 1)[-1]: w for w in other.weights} if other is not None else {}
+        for w in ws:
+            o = ow.get(w.path.split("/", 1)[-1])
+            if o is not None and tuple(o.shape) == tuple(w.shape):
+                w.assign(o.numpy() if hasattr(o, "numpy") else o)
+                copied += 1
+            elif layer.name not in fresh:
+                fresh.append(layer.name)
+    if not copied:
+        raise Yt8mError(f"--start_from {source}: a {scfg.model}; nothing of it fits this {mcfg.model}")
+    echo(f"started from {source} ({scfg.model}, step {step}): {copied} of {total} weight arrays copied"
+         + (f"; fresh: {', '.join(fresh)}" + (f" ({scfg.num_classes} -> {mcfg.num_classes} classes)"
+                                               if scfg.num_classes != mcfg.num_classes else "") if fresh else ""))
+
+
 def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, echo=print,
-          workers: str | None = None, task_index: int | None = None) -> dict:
+          workers: str | None = None, task_index: int | None = None, start_from_dir: str | None = None) -> dict:
     """Train (or resume) a model. Returns a summary dict (steps, loss, examples_per_sec, train_dir).
 
     Multi-worker: with --workers/--task_index (or $TF_CONFIG) the same command runs on every worker
@@ -174,7 +206,9 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         echo(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
     else:
-        save(0)  # the untrained model: a reference point for eval
+        if start_from_dir:
+            start_from(model, mcfg, start_from_dir, echo)
+        save(0)  # the untrained (or the started-from) model: a reference point for eval
     start_step = int(step_var.numpy())
     if tcfg.max_steps is not None and start_step >= tcfg.max_steps:
         echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")

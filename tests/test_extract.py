@@ -1,0 +1,226 @@
+"""Your own videos (issue 15): frames by timestamps, features equal to a plain reference of the published
+algorithm on stand-in model files, records the rest of the engine (and TensorFlow) reads, predict, and
+bad videos named."""
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from yt8m_engine import Yt8mError
+
+av = pytest.importorskip("av")
+tf = pytest.importorskip("tensorflow")
+
+CLI = [sys.executable, "-m", "yt8m_engine.cli"]
+
+
+def color(second):
+    return np.array([(37 * second) % 256, (91 * second + 40) % 256, (17 * second + 200) % 256], np.uint8)
+
+
+def write_video(path, times, codec="libx264", size=(64, 48), tone=False, rate=25):
+    """A video whose frame at time t shows the color of second floor(t); frames at the given times (a
+    variable frame rate when they are irregular); a 440 Hz tone as audio when asked."""
+    out = av.open(str(path), "w")
+    s = out.add_stream(codec, rate=rate)
+    s.width, s.height = size
+    s.pix_fmt = "yuv420p"
+    s.time_base = Fraction(1, 1000)
+    a = None
+    if tone:
+        a = out.add_stream("aac", rate=16000)
+        a.layout = "mono"
+    for t in times:
+        img = np.broadcast_to(color(int(t)), (size[1], size[0], 3)).copy()
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts = int(round(t * 1000))
+        f.time_base = Fraction(1, 1000)
+        for p in s.encode(f):
+            out.mux(p)
+    for p in s.encode():
+        out.mux(p)
+    if a is not None:
+        n = int(16000 * (max(times) + 1))
+        wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)[None]
+        for i in range(0, n, 1024):
+            fr = av.AudioFrame.from_ndarray(wave[:, i:i + 1024], format="fltp", layout="mono")
+            fr.sample_rate = 16000
+            fr.pts = i
+            for p in a.encode(fr):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    out.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "mp4": write_video(d / "steady.mp4", [i / 10 for i in range(70)], tone=True),          # 10 fps, 7 s
+        "vfr": write_video(d / "vfr.mkv", [0.0, 0.3, 1.2, 1.25, 2.9, 3.1, 3.2], codec="libvpx-vp9"),
+        "avi": write_video(d / "noaudio.avi", [i / 4 for i in range(12)], codec="mpeg4", size=(96, 64)),
+        "broken": str(_write(d / "broken.mp4", os.urandom(5000))),
+        "empty": str(_write(d / "empty.mp4", b"")),
+        "audio_only": _audio_only(d / "tone.m4a"),
+    }
+
+
+def _write(p, data):
+    p.write_bytes(data)
+    return p
+
+
+def _audio_only(path):
+    out = av.open(str(path), "w")
+    a = out.add_stream("aac", rate=16000)
+    a.layout = "mono"
+    fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+    fr.sample_rate = 16000
+    fr.pts = 0
+    for p in list(a.encode(fr)) + list(a.encode()):
+        out.mux(p)
+    out.close()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from yt8m_engine.extract.standin import write_standin
+
+    return write_standin(str(tmp_path_factory.mktemp("yt8m")))
+
+
+def test_frames_are_taken_by_timestamp(videos):
+    from yt8m_engine.extract.video import sample_frames
+
+    def seconds(path, **kw):
+        out = []
+        for f in sample_frames(path, **kw):
+            px = f[f.shape[0] // 2, f.shape[1] // 2].astype(int)
+            out.append(int(np.argmin([np.abs(px - color(s)).sum() for s in range(10)])))
+        return out
+
+    assert seconds(videos["mp4"]) == [0, 1, 2, 3, 4, 5, 6]                # one a second, not one per 25 frames
+    assert seconds(videos["mp4"], fps=2) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    assert seconds(videos["mp4"], max_frames=3) == [0, 1, 2]
+    assert seconds(videos["vfr"]) == [0, 1, 2, 3]                         # at 0, 1.2, 2.9, 3.1 s
+    assert seconds(videos["avi"]) == [0, 1, 2]
+
+
+def test_bad_videos_are_named(videos):
+    from yt8m_engine.extract.video import sample_frames
+
+    for key, msg in (("broken", "cannot open the video"), ("empty", "cannot open the video"),
+                     ("audio_only", "has no video stream")):
+        with pytest.raises(Yt8mError, match=msg) as e:
+            list(sample_frames(videos[key]))
+        assert videos[key] in str(e.value)
+
+
+def reference_features(model_dir, frames):
+    """The published algorithm, plainly: each frame through the graph as the deprecated extractor fed it,
+    the starter's PCA from the .npy files, clip, truncating 8-bit quantization."""
+    from yt8m_engine.extract.features import Inception
+
+    inc = Inception(model_dir)
+    pool = np.stack([inc.one_frame(f) for f in frames]).astype(np.float64)
+    mean = np.load(f"{model_dir}/mean.npy")[:, 0]
+    vecs = np.load(f"{model_dir}/eigenvecs.npy").T[:, :1024]
+    vals = np.load(f"{model_dir}/eigenvals.npy")[:1024, 0]
+    x = (pool - mean) @ vecs / np.sqrt(vals + 1e-4)
+    q = np.floor((np.clip(x, -2, 2) + 2) * 255 / 4)
+    return np.clip(q, 0, 255).astype(np.uint8), x
+
+
+def test_extract_writes_the_dataset_layout_with_reference_features(videos, model_dir, tmp_path):
+    from yt8m_engine.extract.video import sample_frames
+    from yt8m_engine.io.inspect import inspect
+    from yt8m_engine.io.reader import read_all
+
+    csv = tmp_path / "videos.csv"
+    csv.write_text(f"{videos['mp4']},5;2\n{videos['avi']},7\n{videos['vfr']},\n")
+    out = str(tmp_path / "mine.tfrecord")
+    r = subprocess.run(CLI + ["extract", "--input_videos_csv", str(csv), "--output_tfrecords_file", out,
+                              "--model_dir", model_dir], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "3 videos" in r.stdout and "audio: zeros" in r.stdout
+    b = read_all(out)
+    assert [list(b.video_labels(i)) for i in range(3)] == [[2, 5], [7], []]
+    assert list(b.num_frames) == [7, 3, 4] and b.ids[0] == videos["mp4"]
+    ref, x = reference_features(model_dir, list(sample_frames(videos["mp4"])))
+    got = b.video_frames(0)
+    # the features: float32 arithmetic against this float64 reference moves a value across a bin edge
+    # now and then (by one step), nothing more
+    diff = np.abs(got[:, :1024].astype(int) - ref)
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.995, ((diff > 0).mean(), diff.max())
+    assert not got[:, 1024:].any()                            # zero audio, as the starter's extractor
+    assert inspect(out).totals()["corrupt"] == 0
+    # TensorFlow's parser reads it as the dataset
+    rec = next(iter(tf.data.TFRecordDataset(out)))
+    ctx, seq = tf.io.parse_single_sequence_example(
+        rec, context_features={"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64),
+                               "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32)},
+        sequence_features={k: tf.io.FixedLenSequenceFeature([], tf.string) for k in ("rgb", "audio")})
+    assert seq["rgb"].shape[0] == 7 and np.allclose(ctx["mean_rgb"].numpy(), x.mean(0), atol=1e-4)
+    # video level: Examples with mean_rgb / mean_audio
+    vout = str(tmp_path / "video.tfrecord")
+    r = subprocess.run(CLI + ["extract", videos["avi"], "--output_tfrecords_file", vout, "--model_dir", model_dir,
+                              "--skip_frame_level_features"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from yt8m_engine.format import FeatureSpec
+
+    vb = read_all(vout, FeatureSpec.default(False))
+    assert vb.features.shape == (1, 1152) and not vb.features[0, 1024:].any()
+
+
+def test_bad_videos_stop_the_run_or_are_skipped_and_counted(videos, model_dir, tmp_path):
+    out = tmp_path / "x.tfrecord"
+    args = CLI + ["extract", videos["mp4"], videos["broken"], videos["audio_only"], "--output_tfrecords_file",
+                  str(out), "--model_dir", model_dir]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 2 and videos["broken"] in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    r = subprocess.run(args + ["--skip-corrupt"], capture_output=True, text=True)
+    assert r.returncode == 0 and "1 videos, 7 frames; 2 videos skipped" in r.stdout, r.stdout + r.stderr
+    assert "has no video stream" in r.stderr
+    # missing model files, offline: one line naming the folder and the fix
+    r = subprocess.run(CLI + ["extract", videos["mp4"], "--output_tfrecords_file", str(out), "--model_dir",
+                              str(tmp_path / "nothing")], capture_output=True, text=True,
+                       env={**os.environ, "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+    assert r.returncode == 2 and "cannot download" in r.stderr and "copy" in r.stderr, r.stderr[-1000:]
+
+
+@pytest.mark.slow
+def test_extract_train_export_predict_round_trip(videos, model_dir, tmp_path):
+    """extract -> inspect -> train -> export -> predict, as the README's workflow."""
+    out = str(tmp_path / "mine.tfrecord")
+    csv = tmp_path / "videos.csv"
+    csv.write_text("".join(f"{videos[k]},{c}\n" for k, c in (("mp4", 3), ("avi", 9), ("vfr", 3))))
+    run = lambda *a: subprocess.run(CLI + list(a), capture_output=True, text=True)  # noqa: E731
+    for args in (["extract", "--input_videos_csv", str(csv), "--output_tfrecords_file", out, "--model_dir", model_dir],
+                 ["inspect", out],
+                 ["train", "--train_data_pattern", out, "--train_dir", str(tmp_path / "t"), "--frame_features",
+                  "--model", "FrameLevelLogisticModel", "--feature_names", "rgb,audio", "--feature_sizes", "1024,128",
+                  "--batch_size", "2", "--max_steps", "3", "--num_classes", "3862"],
+                 ["export", "--train_dir", str(tmp_path / "t"), "--output", str(tmp_path / "m.onnx")]):
+        r = run(*args)
+        assert r.returncode == 0, (args[0], r.stderr[-2000:])
+    vocab = tmp_path / "vocabulary.csv"
+    vocab.write_text("Index,TrainVideoCount,KnowledgeGraphId,Name\n3,1,/m/x,Trains\n9,1,/m/y,Cats\n")
+    r = run("predict", videos["mp4"], videos["avi"], "--model", str(tmp_path / "m.onnx"), "--model_dir", model_dir,
+            "--vocabulary", str(vocab), "--top_k", "5", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert [x["video"] for x in res] == [videos["mp4"], videos["avi"]] and res[0]["frames"] == 7
+    top = res[0]["classes"]
+    assert len(top) == 5 and top[0]["score"] >= top[-1]["score"]
+    assert all(0 <= c["best_segment"]["start_seconds"] <= 5 for c in top)
+    r = run("predict", videos["mp4"], "--model", str(tmp_path / "m.onnx"), "--model_dir", model_dir,
+            "--vocabulary", str(vocab))
+    assert r.returncode == 0 and "best 5 s at" in r.stdout and videos["mp4"] in r.stdout

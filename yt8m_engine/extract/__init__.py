@@ -1,0 +1,1 @@
+"""Your own videos -> YouTube-8M records (`extract`) and labels (`predict`)."""
