@@ -243,3 +243,42 @@ assert not any(m.split('.')[0] in ('tensorflow', 'keras', 'onnx') for m in sys.m
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert r.stderr.count("pip install 'yt8m-engine[train]'") == 2 and "Traceback" not in r.stderr
     assert os.path.exists(tmp_path / "e" / "metrics.json") and os.path.exists(tmp_path / "m.csv")
+
+
+def test_progress_lines_quiet_and_verbose(trained_flm, learn_dir, tmp_path):
+    """A log (stderr not a terminal) gets plain progress lines at the period set; --quiet keeps results,
+    warnings and errors only (anywhere on the line); --verbose adds the stage table and every problem;
+    tables fit their longest label; eval of a segment-class export says what its video metrics cover."""
+    _, onnx_path, _ = trained_flm
+    pattern = f"{learn_dir}/3/frame/validate*"
+    env = {**os.environ, "YT8M_PROGRESS_SECONDS": "0"}
+    run = lambda *a: subprocess.run(CLI + list(a), capture_output=True, text=True, env=env)  # noqa: E731
+    r = run("inspect", pattern)
+    assert r.returncode == 0 and "inspect: " in r.stderr and "MB/s" in r.stderr and "%" in r.stderr
+    r = run("inspect", pattern, "--quiet")
+    assert r.returncode == 0 and r.stderr == "" and "TOTAL" in r.stdout
+    out = str(tmp_path / "s.csv")
+    r = run("infer", "--model", onnx_path, "--input_data_pattern", pattern, "--segment_labels", "--output_file", out)
+    assert "infer: " in r.stderr and "videos" in r.stderr
+    r = run("-q", "infer", "--model", onnx_path, "--input_data_pattern", pattern, "--segment_labels",
+            "--output_file", out)
+    assert r.returncode == 0 and r.stderr == ""
+    r = run("infer", "--model", onnx_path, "--input_data_pattern", pattern, "--segment_labels", "--output_file", out,
+            "--verbose")
+    assert "segments/s" in r.stdout and "busy" in r.stdout
+    # many problems: 20 shown, --verbose all of them
+    bad = tmp_path / "bad.tfrecord"
+    with open(bad, "wb") as f:
+        for i in range(25):
+            f.write(frame_record(b"\xff\xff garbage %d" % i))
+    r = run("inspect", str(bad))
+    assert r.returncode == 1 and r.stdout.count("problem:") == 20 and "--verbose lists them" in r.stdout
+    r = run("inspect", str(bad), "-v")
+    assert r.stdout.count("problem:") == 25
+    # column widths: a long file name widens the column
+    long = tmp_path / ("a_rather_long_file_name_for_a_column_" * 2 + ".tfrecord")
+    shutil.copy(sorted(__import__("glob").glob(pattern))[0], long)
+    lines = run("inspect", str(long), "-q").stdout.splitlines()
+    assert lines[1].startswith(long.name + " ") and lines[0].index("records") > len(long.name)
+    r = run("eval", "--model", onnx_path, "--eval_data_pattern", pattern, "--output_dir", str(tmp_path / "e"), "-q")
+    assert "the video metrics cover these classes only" in r.stdout and r.returncode == 0

@@ -5,6 +5,7 @@ User mistakes (Yt8mError) print one line and exit with status 2, without a trace
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -128,38 +129,34 @@ def model_options(f):
     return f
 
 
+def train_options(f):
+    """The TrainConfig fields that carry a "help" (their defaults from there)."""
+    from .train.config import TrainConfig
+
+    for fl in reversed(dataclasses.fields(TrainConfig)):
+        if "help" not in fl.metadata:
+            continue
+        kebab, t = fl.name.replace("_", "-"), fl.metadata.get("type", type(fl.default))
+        kw = dict(help=fl.metadata["help"] or None, show_default=fl.default is not None)
+        if t is bool:
+            f = bopt(kebab, default=fl.default, **kw)(f)
+        else:
+            required = fl.name == "train_data_pattern"
+            f = opt(kebab, type=t, default=None if required else fl.default, required=required,
+                    **{**kw, "show_default": kw["show_default"] and not required})(f)
+    return f
+
+
 @cli.command()
-@opt("train-data-pattern", required=True, help="training files, e.g. ~/yt8m/2/frame/train*.tfrecord")
-@opt("train-dir", default="/tmp/yt8m_model/", show_default=True, help="checkpoints, config and TensorBoard logs")
+@train_options
 @opt("model", default="LogisticModel", show_default=True, help=registry.models_help())
 @opt("feature-names", default=None, help="comma-separated (default rgb,audio or mean_rgb,mean_audio)")
 @opt("feature-sizes", default=None, help="comma-separated (default 1024,128)")
 @bopt("frame-features", default=None, help="frame-level input (default: from --model)")
-@bopt("segment-labels", help="fine-tune on rated segments (label weights)")
 @bopt("start-new-model", help="discard existing checkpoints in --train_dir")
 @opt("start-from", default=None, help="fine-tune: start from this train_dir's latest checkpoint (layers whose "
                                       "shapes differ, e.g. a head for another --num_classes, start fresh)")
-@opt("batch-size", type=int, default=1024, show_default=True)
-@opt("base-learning-rate", type=float, default=0.01, show_default=True)
-@opt("learning-rate-decay", type=float, default=0.95, show_default=True)
-@opt("learning-rate-decay-examples", type=int, default=4000000, show_default=True)
-@opt("num-epochs", type=int, default=5, show_default=True)
-@opt("max-steps", type=int, default=None)
-@opt("label-loss", default="CrossEntropyLoss", show_default=True, help="CrossEntropyLoss, HingeLoss, SoftmaxLoss")
-@opt("regularization-penalty", type=float, default=1.0, show_default=True)
-@opt("optimizer", default="AdamOptimizer", show_default=True)
-@opt("clip-gradient-norm", type=float, default=1.0, show_default=True)
-@opt("export-model-steps", type=int, default=1000, show_default=True, help="checkpoint period (steps)")
-@opt("log-every", type=int, default=10, show_default=True, help="progress line period (steps)")
 @model_options
-@opt("seed", type=int, default=0, show_default=True)
-@opt("mixed-precision", is_flag=True, help="float16 compute (GPU)")
-@bopt("xla", default=None, help="compile each training step with XLA (default: on, except across several "
-                                "replicas; frame-level batches are padded to a multiple of 60 frames)")
-@opt("skip-corrupt", is_flag=True, help="drop corrupt records (with a warning) instead of stopping")
-@opt("num-gpu", type=int, default=1, show_default=True, help="at most this many GPUs, one replica each")
-@opt("num-readers", type=int, default=8, show_default=True, help="training files read at once")
-@bopt("log-device-placement", help="log where TensorFlow places each op")
 @opt("workers", default=None, help="multi-worker: HOST:PORT,HOST:PORT,... (or set $TF_CONFIG)")
 @opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")
 def train(**kw):

@@ -92,29 +92,32 @@ class ModelConfig:
 class TrainConfig:
     """How it is trained."""
 
-    train_data_pattern: str = ""
-    train_dir: str = "runs/model"
-    segment_labels: bool = False
-    batch_size: int = 1024
-    base_learning_rate: float = 0.01
-    learning_rate_decay: float = 0.95
-    learning_rate_decay_examples: int = 4_000_000
-    num_epochs: int = 5
-    max_steps: int | None = None
-    label_loss: str = "CrossEntropyLoss"
-    regularization_penalty: float = 1.0
-    optimizer: str = "AdamOptimizer"
-    clip_gradient_norm: float = 1.0
-    export_model_steps: int = 1000
-    log_every: int = 10
-    seed: int = 0
-    mixed_precision: bool = False
-    xla: bool | None = None  # None: on where one replica trains (see trainer)
+    # each field with a "help" is a `train` option (cli.py makes them from here: one default, one place)
+    train_data_pattern: str = field(default="", metadata={"help": "training files, e.g. ~/yt8m/2/frame/train*.tfrecord"})
+    train_dir: str = field(default="/tmp/yt8m_model/", metadata={"help": "checkpoints, config and TensorBoard logs"})
+    segment_labels: bool = field(default=False, metadata={"help": "fine-tune on rated segments (label weights)"})
+    batch_size: int = field(default=1024, metadata={"help": ""})
+    base_learning_rate: float = field(default=0.01, metadata={"help": ""})
+    learning_rate_decay: float = field(default=0.95, metadata={"help": ""})
+    learning_rate_decay_examples: int = field(default=4_000_000, metadata={"help": ""})
+    num_epochs: int = field(default=5, metadata={"help": ""})
+    max_steps: int | None = field(default=None, metadata={"help": "", "type": int})
+    label_loss: str = field(default="CrossEntropyLoss", metadata={"help": ", ".join(LOSSES)})
+    regularization_penalty: float = field(default=1.0, metadata={"help": ""})
+    optimizer: str = field(default="AdamOptimizer", metadata={"help": ""})
+    clip_gradient_norm: float = field(default=1.0, metadata={"help": ""})
+    export_model_steps: int = field(default=1000, metadata={"help": "checkpoint period (steps)"})
+    log_every: int = field(default=10, metadata={"help": "progress line period (steps)"})
+    seed: int = field(default=0, metadata={"help": ""})
+    mixed_precision: bool = field(default=False, metadata={"help": "float16 compute (GPU)"})
+    xla: bool | None = field(default=None, metadata={  # None: on where one replica trains (see trainer)
+        "help": "compile each training step with XLA (default: on, except across several replicas; "
+                "frame-level batches are padded to a multiple of 60 frames)", "type": bool})
     shuffle_buffer: int = 4096
-    skip_corrupt: bool = False
-    num_gpu: int = 1              # the starter's: at most this many GPUs (one replica each)
-    num_readers: int = 8          # files read at once (tf.data interleave)
-    log_device_placement: bool = False
+    skip_corrupt: bool = field(default=False, metadata={"help": "drop corrupt records (with a warning) instead of stopping"})
+    num_gpu: int = field(default=1, metadata={"help": "at most this many GPUs, one replica each (the starter's)"})
+    num_readers: int = field(default=8, metadata={"help": "training files read at once"})
+    log_device_placement: bool = field(default=False, metadata={"help": "log where TensorFlow places each op"})
 
     def validate(self) -> "TrainConfig":
         if self.label_loss not in LOSSES:
