@@ -177,6 +177,13 @@ def test_extract_writes_the_dataset_layout_with_reference_features(videos, model
 
     vb = read_all(vout, FeatureSpec.default(False))
     assert vb.features.shape == (1, 1152) and not vb.features[0, 1024:].any()
+    # --shards: video i in file i % N
+    r = subprocess.run(CLI + ["extract", "--input_videos_csv", str(csv), "--output_tfrecords_file",
+                              str(tmp_path / "s.tfrecord"), "--model_dir", model_dir, "--shards", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    parts = [read_all(str(tmp_path / f"s-0000{i}-of-00002.tfrecord")) for i in range(2)]
+    assert [p.ids for p in parts] == [[b.ids[0], b.ids[2]], [b.ids[1]]]
 
 
 def test_bad_videos_stop_the_run_or_are_skipped_and_counted(videos, model_dir, tmp_path):

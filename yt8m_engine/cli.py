@@ -464,6 +464,7 @@ def extract_options(f):
 @cli.command()
 @extract_options
 @opt("output-tfrecords-file", required=True, help="the TFRecord file to write")
+@opt("shards", type=int, default=1, show_default=True, help="N files (OUTPUT-00000-of-0000N...), video i in i % N")
 @bopt("skip-frame-level-features", help="video-level records (mean_rgb, mean_audio) instead")
 @opt("labels-feature-key", default="labels", show_default=True)
 @opt("image-feature-key", default="rgb", show_default=True)
@@ -472,7 +473,7 @@ def extract_options(f):
       help="128 zero bytes of audio a frame (no VGGish audio features yet)")
 def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, skip_corrupt, output_tfrecords_file,
             skip_frame_level_features, labels_feature_key, image_feature_key, video_file_feature_key,
-            insert_zero_audio_features):
+            insert_zero_audio_features, shards):
     """Videos -> YouTube-8M records: RGB features as the dataset's (Inception-v3, PCA, 8 bits), the
     starter extractor's flags. Needs PyAV ('yt8m-engine[extract]') and TensorFlow ('[train]')."""
     from .extract.extract import extract as run_extract
@@ -482,7 +483,7 @@ def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, 
                     skip_frame_level_features=skip_frame_level_features, labels_feature_key=labels_feature_key,
                     image_feature_key=image_feature_key, video_file_feature_key=video_file_feature_key,
                     insert_zero_audio_features=insert_zero_audio_features, skip_corrupt=skip_corrupt,
-                    echo=lambda s: click.echo(s, err=True))
+                    shards=shards, echo=lambda s: click.echo(s, err=True))
     click.echo(f"wrote {r['output']}: {r['videos']} videos, {r['frames']} frames"
                + (f"; {r['failed']} videos skipped" if r["failed"] else "")
                + ("; audio: zeros (no VGGish features)" if r["audio"] == "zeros" else "; no audio"))

@@ -161,8 +161,8 @@ class OnnxModel:
         import onnxruntime as ort
 
         if os.path.isdir(path):
-            raise Yt8mError(f"{path} is a folder, not an ONNX file; for a train_dir, export it first: "
-                            f"yt8m-engine export --train_dir {path} --output model.onnx")
+            raise Yt8mError(f"{path} is a folder, not an ONNX file; for a train_dir, give --train_dir {path} "
+                            f"instead (or export it: yt8m-engine export --train_dir {path} --output model.onnx)")
         if not os.path.isfile(path):
             raise Yt8mError(f"{path}: no such model file")
         opts = ort.SessionOptions()

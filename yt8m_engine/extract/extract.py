@@ -122,22 +122,32 @@ def video_id(path: str) -> str:
 def extract(videos: list[str], output: str, *, input_videos_csv: str | None = None, model_dir: str = "~/yt8m",
             frames_per_second: float = 1.0, max_frames: int = fmt.MAX_FRAMES, skip_frame_level_features: bool = False,
             labels_feature_key: str = "labels", image_feature_key: str = "rgb", video_file_feature_key: str = "id",
-            insert_zero_audio_features: bool = True, skip_corrupt: bool = False, echo=print) -> dict:
-    """Write the videos' records (frame-level SequenceExamples, or video-level Examples) to output,
-    atomically. A video that cannot be read stops the run (nothing written), or with skip_corrupt is
-    left out and counted."""
+            insert_zero_audio_features: bool = True, skip_corrupt: bool = False, shards: int = 1,
+            echo=print) -> dict:
+    """Write the videos' records (frame-level SequenceExamples, or video-level Examples) to output (with
+    shards > 1: OUTPUT-00000-of-0000N..., video i in file i % N), atomically. A video that cannot be read
+    stops the run (nothing written), or with skip_corrupt is left out and counted."""
+    import contextlib
+
     from ..io import proto
     from ..io.files import check_output
     from ..io.tfrecord import TFRecordWriter
     from ..progress import Progress
 
     items = video_list(videos, input_videos_csv)
-    check_output(output, [p for p, _ in items])
+    if shards < 1:
+        raise Yt8mError("--shards must be at least 1")
+    stem, ext = os.path.splitext(output)
+    outputs = [output] if shards == 1 else [f"{stem}-{i:05d}-of-{shards:05d}{ext}" for i in range(shards)]
+    for o in outputs:
+        check_output(o, [p for p, _ in items])
     ex = Extractor(model_dir, frames_per_second, max_frames)
     written, failed, frames = 0, [], 0
     prog = Progress("extract", total=len(items), unit="videos")
-    with TFRecordWriter(output) as w:
+    with contextlib.ExitStack() as stack:  # every file appears only when all are complete
+        writers = [stack.enter_context(TFRecordWriter(o)) for o in outputs]
         for i, (path, labels) in enumerate(items):
+            w = writers[i % shards]
             try:
                 vf = ex.features(path, labels)
             except Yt8mError as e:
@@ -152,7 +162,7 @@ def extract(videos: list[str], output: str, *, input_videos_csv: str | None = No
             frames += len(vf.rgb)
             prog.update(i + 1, frames=frames)
     prog.close()
-    return {"output": output, "videos": written, "frames": frames, "failed": len(failed),
+    return {"output": ", ".join(outputs) if shards <= 3 else f"{outputs[0]} ... ({shards} files)", "videos": written, "frames": frames, "failed": len(failed),
             "audio": "zeros" if insert_zero_audio_features else "none"}
 
 
