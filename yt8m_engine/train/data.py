@@ -6,6 +6,8 @@ rated class counts.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .quiet_tf import tf
 
 from .. import format as fmt
@@ -101,12 +103,30 @@ def _segments(cfg: ModelConfig):
     return expand
 
 
+def record_bytes(path: str, block: int = 16 << 20) -> float | None:
+    """The mean size of a file's records, from its first block (None where it cannot be read here)."""
+    try:
+        from ..io.tfrecord import record_blocks
+
+        blk = next(record_blocks(path, lambda n: np.empty(n, np.uint8), block), None)
+    except Exception:  # noqa: BLE001 - a URL without fsspec, a damaged file: the count default stands
+        return None
+    if blk is None or not len(blk.lengths):
+        return None
+    return float(blk.lengths.mean()) + 16
+
+
 def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,
                  training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
+                 segment_buffer: int | None = None,
                  drop_remainder: bool = False, skip_corrupt: bool = False, frame_multiple: int = 1,
                  readers: int = 4) -> tf.data.Dataset:
     """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle); frame-level
-    batches padded to a multiple of `frame_multiple` frames."""
+    batches padded to a multiple of `frame_multiple` frames.
+
+    Memory is bounded: the shuffle buffer holds `shuffle_buffer` serialized records (the trainer sizes it
+    from a byte budget, see record_bytes), and at most two finished batches wait ahead of the model
+    (a frame-level batch of 1024 videos of 300 frames is 354 MB of uint8)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -130,7 +150,7 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
     if segments:
         ds = ds.flat_map(_segments(cfg))
         if training:
-            ds = ds.shuffle(shuffle_buffer, seed=seed + 1)
+            ds = ds.shuffle(segment_buffer or shuffle_buffer, seed=seed + 1)
     else:
         ds = ds.map(lambda ex: ({"frames": ex["frames"], "num_frames": ex["num_frames"]}, ex["labels"],
                                 tf.ones([cfg.num_classes])))
@@ -145,4 +165,4 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
                     "num_frames": inputs["num_frames"]}, labels, weights
 
         ds = ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(2)

@@ -219,8 +219,15 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     # MoE 1.3x, FrameLevelLogistic 1.3x, DBoF 1.4x the plain step's examples/s)
     xla = tcfg.xla if tcfg.xla is not None else strategy.num_replicas_in_sync == 1
     # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
+    from .data import record_bytes
+
+    # the shuffle buffer bounded in bytes: a real frame-level record is ~270 kB (4096 of them: 1.1 GB)
+    mean = record_bytes(files[0])
+    buffer = tcfg.shuffle_buffer if mean is None else int(max(1, min(tcfg.shuffle_buffer,
+                                                                      tcfg.shuffle_mb * 2 ** 20 // mean)))
     ds = make_dataset(files, mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
-                      num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=tcfg.shuffle_buffer,
+                      num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
+                      segment_buffer=tcfg.shuffle_buffer,
                       skip_corrupt=tcfg.skip_corrupt, frame_multiple=60 if xla and not tcfg.segment_labels else 1,
                       readers=tcfg.num_readers)
     ds = strategy.experimental_distribute_dataset(ds)
