@@ -465,6 +465,8 @@ def extract_options(f):
 @extract_options
 @opt("output-tfrecords-file", required=True, help="the TFRecord file to write")
 @opt("shards", type=int, default=1, show_default=True, help="N files (OUTPUT-00000-of-0000N...), video i in i % N")
+@opt("providers", default="auto", show_default=True,
+     help="(accepted; the Inception graph runs under TensorFlow, on its GPU where it sees one)")
 @bopt("skip-frame-level-features", help="video-level records (mean_rgb, mean_audio) instead")
 @opt("labels-feature-key", default="labels", show_default=True)
 @opt("image-feature-key", default="rgb", show_default=True)
@@ -473,10 +475,14 @@ def extract_options(f):
       help="128 zero bytes of audio a frame (no VGGish audio features yet)")
 def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, skip_corrupt, output_tfrecords_file,
             skip_frame_level_features, labels_feature_key, image_feature_key, video_file_feature_key,
-            insert_zero_audio_features, shards):
+            insert_zero_audio_features, shards, providers):
     """Videos -> YouTube-8M records: RGB features as the dataset's (Inception-v3, PCA, 8 bits), the
     starter extractor's flags. Needs PyAV ('yt8m-engine[extract]') and TensorFlow ('[train]')."""
     from .extract.extract import extract as run_extract
+
+    if providers != "auto":
+        click.echo(f"note: --providers {providers} has no effect on extract: the Inception graph runs under "
+                   "TensorFlow, which uses a GPU where it sees one", err=True)
 
     r = run_extract(list(videos), output_tfrecords_file, input_videos_csv=input_videos_csv, model_dir=model_dir,
                     frames_per_second=frames_per_second, max_frames=max_frames,
