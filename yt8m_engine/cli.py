@@ -16,6 +16,7 @@ import click
 from .errors import Yt8mError
 from .format import FeatureSpec
 from .train import registry
+from .train.config import ModelConfig, TrainConfig  # (plain data: no TensorFlow)
 
 # TensorFlow's C++ log lines (CUDA probing on CPU machines, oneDNN banners) are not for users;
 # its real errors still reach them as Python exceptions
@@ -94,61 +95,27 @@ def bopt(name: str, default=False, **kw):
     return opt(name, type=BOOL, default=default, is_flag=False, flag_value=True, **kw)
 
 
-# the model's options: the ModelConfig fields, their defaults from there (train sets them; eval checks
-# any given against the trained model's config, as the starter's scripts accept every model flag)
-MODEL_OPTIONS = {
-    "num_classes": None,
-    "moe_num_mixtures": None,
-    "video_level_classifier_model": f"head of frame-level models: {', '.join(registry.HEADS)}",
-    "iterations": "DBoF frames sampled while training",
-    "dbof_cluster_size": None, "dbof_hidden_size": None,
-    "dbof_pooling_method": "max or average",
-    "dbof_activation": "sigmoid, relu6 or relu (the starter's default: sigmoid)",
-    "dbof_add_batch_norm": None,
-    "sample_random_frames": None,
-    "batch_norm_momentum": "0.9 suits short runs",
-    "lstm_cells": None, "lstm_layers": None,
-    "netvlad_cluster_size": None, "netvlad_hidden_size": None,
-    "nextvlad_cluster_size": None, "nextvlad_hidden_size": None, "nextvlad_groups": None, "nextvlad_expansion": None,
-    "gating": "context gating after (Ne)XtVLAD",
-    "l2_penalty": None,
-}
-
-
-def model_options(f):
-    from .train.config import ModelConfig
-
-    fields = ModelConfig.__dataclass_fields__
-    for name in reversed(list(MODEL_OPTIONS)):
-        default = fields[name].default
-        kebab = name.replace("_", "-")
-        if isinstance(default, bool):
-            f = bopt(kebab, default=default, show_default=True, help=MODEL_OPTIONS[name])(f)
-        else:
-            f = opt(kebab, type=type(default), default=default, show_default=True, help=MODEL_OPTIONS[name])(f)
-    return f
-
-
-def train_options(f):
-    """The TrainConfig fields that carry a "help" (their defaults from there)."""
-    from .train.config import TrainConfig
-
-    for fl in reversed(dataclasses.fields(TrainConfig)):
-        if "help" not in fl.metadata:
-            continue
-        kebab, t = fl.name.replace("_", "-"), fl.metadata.get("type", type(fl.default))
-        kw = dict(help=fl.metadata["help"] or None, show_default=fl.default is not None)
-        if t is bool:
-            f = bopt(kebab, default=fl.default, **kw)(f)
-        else:
-            required = fl.name == "train_data_pattern"
-            f = opt(kebab, type=t, default=None if required else fl.default, required=required,
-                    **{**kw, "show_default": kw["show_default"] and not required})(f)
-    return f
+def config_options(cls, required: tuple[str, ...] = ()):
+    """Options made from the fields of a config dataclass that carry a "help" (their defaults from there:
+    one place); required: fields that must be given. The model's options serve `train` and `eval` (the
+    starter's scripts accept every model flag; eval checks any given against the trained model)."""
+    def deco(f):
+        for fl in reversed(dataclasses.fields(cls)):
+            if "help" not in fl.metadata:
+                continue
+            kebab, t = fl.name.replace("_", "-"), fl.metadata.get("type", type(fl.default))
+            req = fl.name in required
+            kw = dict(help=fl.metadata["help"] or None, show_default=fl.default is not None and not req)
+            if t is bool:
+                f = bopt(kebab, default=fl.default, **kw)(f)
+            else:
+                f = opt(kebab, type=t, default=None if req else fl.default, required=req, **kw)(f)
+        return f
+    return deco
 
 
 @cli.command()
-@train_options
+@config_options(TrainConfig, required=("train_data_pattern",))
 @opt("model", default="LogisticModel", show_default=True, help=registry.models_help())
 @opt("feature-names", default=None, help="comma-separated (default rgb,audio or mean_rgb,mean_audio)")
 @opt("feature-sizes", default=None, help="comma-separated (default 1024,128)")
@@ -156,12 +123,11 @@ def train_options(f):
 @bopt("start-new-model", help="discard existing checkpoints in --train_dir")
 @opt("start-from", default=None, help="fine-tune: start from this train_dir's latest checkpoint (layers whose "
                                       "shapes differ, e.g. a head for another --num_classes, start fresh)")
-@model_options
+@config_options(ModelConfig)
 @opt("workers", default=None, help="multi-worker: HOST:PORT,HOST:PORT,... (or set $TF_CONFIG)")
 @opt("task-index", type=int, default=None, help="multi-worker: this worker's index in --workers")
 def train(**kw):
     """Train a model (resumes from the latest checkpoint in --train_dir)."""
-    from .train.config import ModelConfig, TrainConfig
     from .train.trainer import train as run_train
 
     frame = kw.pop("frame_features")
@@ -208,7 +174,7 @@ def train(**kw):
 @bopt("frame-features", default=None, help="(the starter's; checked against the trained model)")
 @opt("feature-names", default=None, help="(the starter's; checked against the trained model)")
 @opt("feature-sizes", default=None, help="(the starter's; checked against the trained model)")
-@model_options
+@config_options(ModelConfig)
 @click.pass_context
 def eval_cmd(ctx, train_dir, model_file, eval_data_pattern, segment_labels, batch_size, top_k, top_n,
              segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, threads, skip_corrupt,
@@ -377,8 +343,8 @@ def warn_notes(notes: dict, left_out: str) -> None:
 
     if LEVEL == QUIET:
         return
-    for line in note_lines(notes, left_out=True):
-        click.echo(f"note: {line.replace('(left out)', '(' + left_out + ')')}", err=True)
+    for line in note_lines(notes, left_out):
+        click.echo(f"note: {line}", err=True)
 
 
 def warn_duplicates(count: int, example: str) -> None:

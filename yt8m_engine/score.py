@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np

@@ -23,23 +23,23 @@ def absl_args(group: click.Group, args: list[str]) -> list[str]:
     """args with absl's `-flag[=v]` as `--flag[=v]` and `--noflag` as `--flag=false` (or left out, for
     an on/off switch that is off by default), for the options of the verb on the line."""
     out: list[str] = []
-    cmd = None
+    opts = None  # the verb's options by name, once the verb is found
     for i, a in enumerate(args):
-        if cmd is None:
+        if opts is None:
             out.append(a)
             if not a.startswith("-"):
                 cmd = group.commands.get(a)
                 if cmd is None:
                     return args  # click names the unknown verb
+                opts = {o: p for p in cmd.params if isinstance(p, click.Option) for o in p.opts}
             continue
         if a == "--":
             return out + args[i:]
-        out.extend(_rewrite(cmd, a))
+        out.extend(_rewrite(opts, a))
     return out
 
 
-def _rewrite(cmd: click.Command, a: str) -> list[str]:
-    opts = {o: p for p in cmd.params if isinstance(p, click.Option) for o in p.opts}
+def _rewrite(opts: dict, a: str) -> list[str]:
     name = a.split("=", 1)[0]
     if name in opts or not a.startswith("-"):
         return [a]

@@ -99,11 +99,12 @@ def merge_notes(into: dict, notes: dict) -> dict:
     return into
 
 
-def note_lines(notes: dict, left_out: bool = False) -> list[str]:
-    """One line per kind of oddity: count, what, an example."""
+def note_lines(notes: dict, left_out: str = "") -> list[str]:
+    """One line per kind of oddity: count, what, an example; left_out: what happened to the videos no
+    prediction can be made for (e.g. "left out of the ranking")."""
     out = []
     for k, (count, example) in sorted(notes.items(), key=lambda kv: list(NOTES).index(kv[0])):
-        what = NOTES[k] + (" (left out)" if left_out and k in ("no_frames", "non_finite") else "")
+        what = NOTES[k] + (f" ({left_out})" if left_out and k in ("no_frames", "non_finite") else "")
         out.append(f"{count} {what}; first: {example}")
     return out
 
@@ -326,24 +327,19 @@ class Reader:
         for i in bad_ids:  # before anything is returned: a refused id never reaches a CSV
             self._problem(path, first_index + int(grows[i]), f"video id {fmt.show_id(ids[i])} is not a valid id: "
                                                             f"{fmt.VIDEO_ID_RULE}")
-        left = []  # rows no prediction can be made for: left out of rankings where asked (noted in any case)
-        if self.leave_out:
-            if seq:
-                left = np.flatnonzero(nfr[good, 0] == 0).tolist()
-            else:
-                left = np.flatnonzero(~np.isfinite(video).all(axis=1)).tolist()
-            left = [i for i in left if i not in set(bad_ids)]
-            for i in left:
-                self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
-        if bad_ids or left:  # parsed again without them (rare: a bad file)
+        # rows no prediction can be made for: noted always, left out of the batch where asked (rankings)
+        unusable = np.flatnonzero((nfr[good, 0] == 0) if seq else ~np.isfinite(video).all(axis=1)).tolist()
+        left = [i for i in unusable if i not in set(bad_ids)] if self.leave_out else []
+        for i in left:  # (noted here: the parse below no longer sees them)
+            self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
+        if bad_ids or left:  # parsed again without them (rare: a bad file); notes are taken there
             st = status.copy()
             st[grows[bad_ids + left]] = _REFUSED
             return self.parse_records(buf, offs, lens, st, path, first_index, store)
+        for i in unusable:  # (kept: leave_out is off)
+            self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
         for i in (np.flatnonzero(nfr[good, 0] > self.max_frames) if seq else []):
             self._note("over_max_frames", path, first_index + int(grows[i]))
-        if not self.leave_out:
-            for i in (np.flatnonzero(nfr[good, 0] == 0) if seq else np.flatnonzero(~np.isfinite(video).all(axis=1))):
-                self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
         if self.segments and m:
             seg_off, seg_labels, seg_starts, seg_scores = self._usable_ratings(
                 seg_off, seg_labels, seg_starts, seg_scores, path, first_index + grows)

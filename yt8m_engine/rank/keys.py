@@ -27,17 +27,17 @@ def segment_keys(file_index: int, record: np.ndarray, start: np.ndarray) -> np.n
 
 @njit(cache=True, nogil=True, inline="always")
 def key_file(k):
-    return k >> 40
+    return k >> FILE_SHIFT
 
 
 @njit(cache=True, nogil=True, inline="always")
 def key_record(k):
-    return (k >> 16) & 0xFFFFFF
+    return (k >> RECORD_SHIFT) & (MAX_RECORDS - 1)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def key_start(k):
-    return k & 0xFFFF
+    return k & (MAX_START - 1)
 
 
 def check_records(path: str, records: int) -> None:

@@ -34,32 +34,36 @@ class ModelConfig:
     feature_names: list = field(default_factory=lambda: ["rgb", "audio"])
     feature_sizes: list = field(default_factory=lambda: [1024, 128])
     frame_features: bool = True
-    num_classes: int = fmt.NUM_CLASSES
+    # each field with a "help" is a model option of `train` and `eval` (cli.config_options)
+    num_classes: int = field(default=fmt.NUM_CLASSES, metadata={"help": ""})
     max_frames: int = fmt.MAX_FRAMES
-    l2_penalty: float = 1e-8
+    l2_penalty: float = field(default=1e-8, metadata={"help": ""})
     # heads
-    video_level_classifier_model: str = "MoeModel"
-    moe_num_mixtures: int = 2
+    video_level_classifier_model: str = field(default="MoeModel", metadata={
+        "help": f"head of frame-level models: {', '.join(registry.HEADS)}"})
+    moe_num_mixtures: int = field(default=2, metadata={"help": ""})
     # DBoF
-    iterations: int = 30
-    dbof_cluster_size: int = 8192
-    dbof_hidden_size: int = 1024
-    dbof_pooling_method: str = "max"
-    dbof_activation: str = "sigmoid"  # the starter's default since 2019 (relu6 before)
-    dbof_add_batch_norm: bool = True
-    batch_norm_momentum: float = 0.99  # lower it (0.9) for short runs: inference uses the moving statistics
-    sample_random_frames: bool = True
+    iterations: int = field(default=30, metadata={"help": "DBoF frames sampled while training"})
+    dbof_cluster_size: int = field(default=8192, metadata={"help": ""})
+    dbof_hidden_size: int = field(default=1024, metadata={"help": ""})
+    dbof_pooling_method: str = field(default="max", metadata={"help": "max or average"})
+    dbof_activation: str = field(default="sigmoid", metadata={  # the starter's default since 2019 (relu6 before)
+        "help": "sigmoid, relu6 or relu (the starter's default: sigmoid)"})
+    dbof_add_batch_norm: bool = field(default=True, metadata={"help": ""})
+    # lower it (0.9) for short runs: inference uses the moving statistics
+    batch_norm_momentum: float = field(default=0.99, metadata={"help": "0.9 suits short runs"})
+    sample_random_frames: bool = field(default=True, metadata={"help": ""})
     # LSTM
-    lstm_cells: int = 1024
-    lstm_layers: int = 2
+    lstm_cells: int = field(default=1024, metadata={"help": ""})
+    lstm_layers: int = field(default=2, metadata={"help": ""})
     # NetVLAD / NeXtVLAD (2017 / 2018 winners)
-    netvlad_cluster_size: int = 64
-    netvlad_hidden_size: int = 1024
-    nextvlad_cluster_size: int = 64
-    nextvlad_hidden_size: int = 1024
-    nextvlad_groups: int = 8
-    nextvlad_expansion: int = 2
-    gating: bool = True
+    netvlad_cluster_size: int = field(default=64, metadata={"help": ""})
+    netvlad_hidden_size: int = field(default=1024, metadata={"help": ""})
+    nextvlad_cluster_size: int = field(default=64, metadata={"help": ""})
+    nextvlad_hidden_size: int = field(default=1024, metadata={"help": ""})
+    nextvlad_groups: int = field(default=8, metadata={"help": ""})
+    nextvlad_expansion: int = field(default=2, metadata={"help": ""})
+    gating: bool = field(default=True, metadata={"help": "context gating after (Ne)XtVLAD"})
     dropout: float = 0.0
 
     def validate(self) -> "ModelConfig":

@@ -12,6 +12,7 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from .. import format as fmt
+from .config import ModelConfig
 
 L2_EPS = 1e-12  # tf.nn.l2_normalize's epsilon (on the squared norm)
 
@@ -39,6 +40,20 @@ class FrameInput(layers.Layer):
         x, mask = dequantized(frames, num_frames)
         mask = mask[:, :, None]
         return l2_normalize(x, -1) * ops.cast(mask, x.dtype), mask
+
+
+class ConfigLayer(layers.Layer):
+    """A backbone layer built from the whole model config, kept as the plain dict Keras serializes."""
+
+    def __init__(self, cfg: dict, **kw):
+        super().__init__(**kw)
+        self.cfg = cfg
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.cfg)
+
+    def get_config(self):
+        return {**super().get_config(), "cfg": self.cfg}
 
 
 @keras.saving.register_keras_serializable("yt8m")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..config import ModelConfig
-from ..layers import FrameInput, config_dict, regularizer
+from ..layers import ConfigLayer, FrameInput, config_dict, regularizer
 
 
 @keras.saving.register_keras_serializable("yt8m")
@@ -42,13 +41,12 @@ class SampleFrames(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("yt8m")
-class Dbof(layers.Layer):
+class Dbof(ConfigLayer):
     """Per-frame projection to clusters, max/average pooling, hidden layer."""
 
     def __init__(self, cfg: dict, **kw):
-        super().__init__(**kw)
-        self.cfg = cfg
-        c = ModelConfig(**cfg)
+        super().__init__(cfg, **kw)
+        c = self.model_config()
         reg = regularizer(c)
         bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
         self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
@@ -69,9 +67,6 @@ class Dbof(layers.Layer):
                              (self.cluster_bn, (None, None, k)), (self.hidden, (None, k)), (self.hidden_bn, (None, h))):
             if layer is not None:
                 layer.build(shape)
-
-    def get_config(self):
-        return {**super().get_config(), "cfg": self.cfg}
 
     def call(self, x, mask, num_frames, training=None):
         # (while training x holds the frames SampleFrames drew, before FrameInput)

@@ -4,16 +4,14 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..config import ModelConfig
-from ..layers import ContextGating, FrameInput, config_dict, l2_normalize, regularizer
+from ..layers import ConfigLayer, ContextGating, FrameInput, config_dict, l2_normalize, regularizer
 
 
 @keras.saving.register_keras_serializable("yt8m")
-class NetVlad(layers.Layer):
+class NetVlad(ConfigLayer):
     def __init__(self, cfg: dict, **kw):
-        super().__init__(**kw)
-        self.cfg = cfg
-        c = ModelConfig(**cfg)
+        super().__init__(cfg, **kw)
+        c = self.model_config()
         self.k = c.netvlad_cluster_size
         self.d = sum(c.feature_sizes)
         reg = regularizer(c)
@@ -24,9 +22,6 @@ class NetVlad(layers.Layer):
     def build(self, *args):
         self.centers = self.add_weight(name="centers", shape=(self.d, self.k),
                                        initializer=keras.initializers.RandomNormal(stddev=self.d ** -0.5))
-
-    def get_config(self):
-        return {**super().get_config(), "cfg": self.cfg}
 
     def call(self, x, mask, num_frames, training=None):
         a = ops.softmax(self.assign(x), axis=-1) * mask                # [B, T, K]

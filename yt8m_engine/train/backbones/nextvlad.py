@@ -4,16 +4,14 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ..config import ModelConfig
-from ..layers import ContextGating, FrameInput, config_dict, l2_normalize, regularizer
+from ..layers import ConfigLayer, ContextGating, FrameInput, config_dict, l2_normalize, regularizer
 
 
 @keras.saving.register_keras_serializable("yt8m")
-class NeXtVlad(layers.Layer):
+class NeXtVlad(ConfigLayer):
     def __init__(self, cfg: dict, **kw):
-        super().__init__(**kw)
-        self.cfg = cfg
-        c = ModelConfig(**cfg)
+        super().__init__(cfg, **kw)
+        c = self.model_config()
         self.k = c.nextvlad_cluster_size
         self.g = c.nextvlad_groups
         self.dx = sum(c.feature_sizes) * c.nextvlad_expansion
@@ -28,9 +26,6 @@ class NeXtVlad(layers.Layer):
     def build(self, *args):
         self.centers = self.add_weight(name="centers", shape=(self.f, self.k),
                                        initializer=keras.initializers.RandomNormal(stddev=self.f ** -0.5))
-
-    def get_config(self):
-        return {**super().get_config(), "cfg": self.cfg}
 
     def call(self, x, mask, num_frames, training=None):
         x = self.expand(x)                                              # [B, T, λD]
