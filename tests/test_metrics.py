@@ -73,6 +73,21 @@ def test_video_metrics_match_reference(seed, k):
         assert got[key] == pytest.approx(ref[key], abs=1e-9), key
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("levels", [3, 6, 1000])
+def test_training_log_metrics_match_reference(seed, levels):
+    """The trainer's NumPy batch metrics: the same values as the definitions, ties included (few levels:
+    ties across each row's top-k cut)."""
+    from yt8m_engine.kernels.batch_metrics import batch_metrics
+
+    preds, labels = random_case(seed, levels=levels)
+    for k in (1, 5, 20):
+        got, ref = batch_metrics(preds, labels, k), ref_metrics(preds, labels, k)
+        for key in ("hit_at_one", "perr", "gap"):
+            assert got[key] == pytest.approx(ref[key], abs=1e-9), (key, k)
+    assert batch_metrics(preds, np.zeros_like(labels))["gap"] == 0.0
+
+
 def test_map_keep_empty_classes_and_class_aps():
     preds, labels = random_case(1)
     m = VideoMetrics(preds.shape[1], top_k=preds.shape[1])

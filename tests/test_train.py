@@ -280,6 +280,31 @@ def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path
             assert noise not in r.stderr + r.stdout, (args[0], r.stderr)
 
 
+def test_training_process_stays_lean(synth_dir, tmp_path):
+    """train loads neither Numba (its log's batch metrics are NumPy, the record size is read from the
+    headers) nor matplotlib's pyplot (Keras imports it where installed): ~110 MB of peak RSS; the
+    shuffle buffer's record size equals the reader's."""
+    import glob
+
+    from yt8m_engine.io.tfrecord import record_blocks
+    from yt8m_engine.train.data import record_bytes
+
+    code = ("import sys; from yt8m_engine.cli import main; sys.argv = ['yt8m-engine'] + sys.argv[1:]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', sorted(m for m in ('numba', 'llvmlite', 'matplotlib.pyplot') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, "train", "--train_data_pattern", pattern(synth_dir, True),
+                        "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "8",
+                        "--max_steps", "2", "--log_every", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout, r.stdout[-500:]
+    assert "hit@1" in r.stdout  # the batch metrics were computed
+    f = sorted(glob.glob(pattern(synth_dir, True)))[0]
+    blk = next(record_blocks(f, lambda n: np.empty(n, np.uint8)))
+    assert record_bytes(f) == pytest.approx(blk.lengths[:256].mean() + 16)
+    (tmp_path / "text").write_text("not a record file" * 10)
+    assert record_bytes(str(tmp_path / "text")) is None
+
+
 def event_scalars(folder):
     """{tag: {step: value}} of the TensorBoard event files in folder (read with our TFRecord framing)."""
     from tensorboard.compat.proto import event_pb2

@@ -33,7 +33,7 @@ class Graph:
 
     def __init__(self, dtype=np.float32):
         self.nodes: list = []
-        self.inits: list = []
+        self.arrays: list[tuple[str, np.ndarray]] = []  # the initializers, made TensorProtos only when written
         self.n = 0
         self.dtype = dtype  # compute dtype (float32, or float16 for --fp16)
 
@@ -42,14 +42,20 @@ class Graph:
         return f"{base}_{self.n}"
 
     def const(self, value, name=None, dtype=None):
-        arr = np.asarray(value)
-        if dtype is not None:
-            arr = arr.astype(dtype)
-        elif arr.dtype.kind == "f":
-            arr = arr.astype(self.dtype)
+        """An initializer. value: an array, or a function that makes it (a large weight is then made
+        only when the model is written, one at a time: see onnx_export.save_onnx)."""
+        def make():
+            arr = np.asarray(value() if callable(value) else value)
+            if dtype is not None:
+                return arr.astype(dtype)
+            return arr.astype(self.dtype) if arr.dtype.kind == "f" else arr
+
         nm = name or self.name("c")
-        self.inits.append(numpy_helper.from_array(arr, nm))
+        self.arrays.append((nm, make))
         return nm
+
+    def initializers(self) -> list:
+        return [numpy_helper.from_array(make(), nm) for nm, make in self.arrays]
 
     def op(self, op_type, inputs, n_out=1, **attrs):
         outs = [self.name(op_type.lower()) for _ in range(n_out)]
@@ -71,10 +77,8 @@ class Graph:
         return self.op("Mul", [x, inv])
 
     def dense(self, x, kernel, bias=None, cols=None):
-        k = np.asarray(kernel)
-        if cols is not None:
-            k = k[:, cols]
-        y = self.op("MatMul", [x, self.const(k)])
+        y = self.op("MatMul", [x, self.const(lambda: np.asarray(kernel)[:, cols] if cols is not None
+                                             else np.asarray(kernel))])
         if bias is not None:
             b = np.asarray(bias)
             y = self.op("Add", [y, self.const(b[cols] if cols is not None else b)])
@@ -97,15 +101,6 @@ class Graph:
         if cols is not None:
             x = self.op("Gather", [x, self.const(np.asarray(cols, np.int64), dtype=np.int64)], axis=1)
         return self.op("Mul", [x, g])
-
-
-def _w(v):
-    return np.asarray(v)
-
-
-
-def weights(v):
-    return np.asarray(v)
 
 
 def frame_input(g: Graph, frames, num_frames, fixed_frames: int | None = None) -> "FrameInputs":
@@ -148,6 +143,8 @@ def scaled_dense(g: Graph, x, inv, kernel, bias=None, pre_bn=None):
     if pre_bn is not None:  # bn(z) = z * a + c  =>  bn(z) @ W = z @ (a W) + c @ W
         a, c = bn_affine(pre_bn)
         b = b + c @ w
-        w = a[:, None] * w
-    y = g.op("Mul", [g.op("MatMul", [x, g.const(w)]), inv])
+    del w  # W' is made when written
+    y = g.op("Mul", [g.op("MatMul", [x, g.const(lambda: np.asarray(kernel, np.float32) if pre_bn is None
+                                                else bn_affine(pre_bn)[0][:, None] * np.asarray(kernel, np.float32))]),
+                     inv])
     return g.op("Add", [y, g.const(b)]) if (bias is not None or pre_bn is not None) else y

@@ -31,10 +31,55 @@ OPSET = 17
 IR_VERSION = 8
 
 
-def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = False, step: int = 0,
-               frames: int | None = None, extra_metadata: dict | None = None) -> onnx.ModelProto:
-    """The ONNX model of a built Keras model. classes: 'all' or 'segment' (the 1000 segment classes);
-    frames: a fixed frame count (e.g. 5 for segment inference) instead of a dynamic frame axis."""
+def build_onnx(model, cfg: ModelConfig, **options) -> onnx.ModelProto:
+    """The ONNX model of a built Keras model, in memory (options: see assemble)."""
+    m, g = assemble(model, cfg, **options)
+    m.graph.initializer.extend(g.initializers())
+    return m
+
+
+def save_onnx(model, cfg: ModelConfig, f, **options) -> None:
+    """The ONNX model of a built Keras model written to the binary file f, one weight at a time: the
+    file is the model without its weights, then one `graph` field a weight holding that initializer
+    (protobuf merges repeated occurrences of a message field, so every reader sees one graph). Peak
+    memory: the weights once (a MoE's 89 MB were held five times over by the in-memory model and its
+    serialization: +250 MB in the training process at each checkpoint)."""
+    m, g = assemble(model, cfg, **options)
+    f.write(m.SerializeToString())
+    for name, make in g.arrays:
+        arr = make()
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(arr.shape)  # (keeps 0-d)
+        head = TensorProto(name=name, dims=arr.shape, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype))
+        head = head.SerializeToString() + _field(_RAW_DATA, arr.nbytes)
+        tensor = _field(_INITIALIZER, len(head) + arr.nbytes)
+        f.write(_field(_GRAPH, len(tensor) + len(head) + arr.nbytes) + tensor + head)
+        f.write(memoryview(arr).cast("B") if arr.size else b"")
+
+
+def _tag(message, field: str) -> int:
+    return message.DESCRIPTOR.fields_by_name[field].number << 3 | 2  # wire type 2: length-delimited
+
+
+_GRAPH, _INITIALIZER, _RAW_DATA = (_tag(onnx.ModelProto, "graph"), _tag(onnx.GraphProto, "initializer"),
+                                   _tag(TensorProto, "raw_data"))
+
+
+def _field(tag: int, length: int) -> bytes:
+    """A length-delimited field's key and length, as protobuf varints."""
+    out = bytearray()
+    for n in (tag, length):
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+    return bytes(out)
+
+
+def assemble(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = False, step: int = 0,
+             frames: int | None = None, extra_metadata: dict | None = None) -> tuple[onnx.ModelProto, Graph]:
+    """The ONNX model of a built Keras model without its weights, and the Graph that holds them.
+    classes: 'all' or 'segment' (the 1000 segment classes); frames: a fixed frame count (e.g. 5 for
+    segment inference) instead of a dynamic frame axis."""
     if frames is not None and (not cfg.frame_features or not 1 <= frames <= cfg.max_frames):
         raise Yt8mError(f"--frames needs a frame-level model and a count in [1, {cfg.max_frames}]")
     if classes not in ("all", "segment"):
@@ -63,14 +108,14 @@ def build_onnx(model, cfg: ModelConfig, *, classes: str = "all", fp16: bool = Fa
     else:  # the last node writes the output itself (no copy)
         g.nodes[-1].output[0] = "predictions"
     outputs = [helper.make_tensor_value_info("predictions", TensorProto.FLOAT, ["batch", int(out_ids.size)])]
-    graph = helper.make_graph(g.nodes, f"yt8m_{cfg.model}", inputs, outputs, initializer=g.inits)
+    graph = helper.make_graph(g.nodes, f"yt8m_{cfg.model}", inputs, outputs)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="yt8m-engine",
                           producer_version=__version__)
     m.ir_version = IR_VERSION
     info = ModelInfo(cfg.model, cfg.frame_features, cfg.feature_spec, np.asarray(out_ids, np.int64), int(step),
                      "fp16" if fp16 else "fp32", dataclasses.asdict(cfg), frames or 0, classes)
     helper.set_model_props(m, {**info.to_metadata(), **(extra_metadata or {})})
-    return m
+    return m, g
 
 
 def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = False,
@@ -81,11 +126,12 @@ def export(train_dir: str, output: str, *, classes: str = "all", fp16: bool = Fa
     check_output(output)
     model, cfg, step = load_model(train_dir, checkpoint)
     # the run's folder name only: no absolute path of the exporting machine travels with the model
-    m = build_onnx(model, cfg, classes=classes, fp16=fp16, step=step, frames=frames,
-                   extra_metadata={"yt8m.train_dir": os.path.basename(os.path.normpath(train_dir))})
-    onnx.checker.check_model(m)
-    with AtomicWriter(output) as f:
-        f.write(m.SerializeToString())
+    writer = AtomicWriter(output)
+    with writer as f:
+        save_onnx(model, cfg, f, classes=classes, fp16=fp16, step=step, frames=frames,
+                  extra_metadata={"yt8m.train_dir": os.path.basename(os.path.normpath(train_dir))})
+        f.flush()
+        onnx.checker.check_model(writer.temp_path)
     return ExportResult(output=output, model=cfg.model, step=step, classes=classes, fp16=fp16, frames=frames,
                         bytes=os.path.getsize(output))
 
@@ -104,9 +150,8 @@ def export_beside(model, cfg: ModelConfig, step: int, train_dir: str, checkpoint
 def write_exports(model, cfg: ModelConfig, step: int, outputs: dict[str, str]) -> None:
     """A built model's ONNX files ({classes: path}), each written atomically."""
     for classes, path in outputs.items():
-        m = build_onnx(model, cfg, classes=classes, step=step)
         with AtomicWriter(path) as f:
-            f.write(m.SerializeToString())
+            save_onnx(model, cfg, f, classes=classes, step=step)
 
 
 def export_checkpoint(train_dir: str, checkpoint: str, outputs: dict[str, str]) -> None:

@@ -148,6 +148,11 @@ class AtomicWriter:
         self._f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8", "newline": ""}))
         return self._f
 
+    @property
+    def temp_path(self) -> str:
+        """Where the file is being written (inside the block), e.g. to check it before it takes its name."""
+        return self._tmp
+
     def _discard(self) -> None:
         try:
             os.unlink(self._tmp)

@@ -103,17 +103,30 @@ def _segments(cfg: ModelConfig):
     return expand
 
 
-def record_bytes(path: str, block: int = 16 << 20) -> float | None:
-    """The mean size of a file's records, from its first block (None where it cannot be read here)."""
-    try:
-        from ..io.tfrecord import record_blocks
+def record_bytes(path: str, records: int = 256) -> float | None:
+    """The mean size of a file's first records, from their headers (None where it cannot be read here:
+    a URL without fsspec, a compressed or damaged file). Plain Python: no Numba in the training process."""
+    from crc32c import crc32c
 
-        blk = next(record_blocks(path, lambda n: np.empty(n, np.uint8), block), None)
-    except Exception:  # noqa: BLE001 - a URL without fsspec, a damaged file: the count default stands
+    from ..io.files import open_input
+
+    sizes = []
+    try:
+        f, _ = open_input(path)
+        with f:
+            while len(sizes) < records:
+                head = f.read(12)
+                if len(head) < 12:
+                    break
+                crc = crc32c(head[:8])
+                if (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF != int.from_bytes(head[8:], "little"):
+                    return None  # not a TFRecord header (the masked CRC32C of the length)
+                n = int.from_bytes(head[:8], "little")
+                f.seek(n + 4, 1)
+                sizes.append(n + 16)
+    except Exception:  # noqa: BLE001 - the count default stands
         return None
-    if blk is None or not len(blk.lengths):
-        return None
-    return float(blk.lengths.mean()) + 16
+    return float(np.mean(sizes)) if sizes else None
 
 
 def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,

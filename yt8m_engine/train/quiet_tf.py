@@ -6,6 +6,10 @@ cuda drivers ...", oneDNN's notice. Nothing there is for the user to act on, and
 does not reach the first two: descriptor 2 points at /dev/null while the library loads. A failed import
 still raises its exception (with its message); everything after the import prints as usual.
 Modules of train/ take `tf` from here instead of importing tensorflow themselves.
+
+Keras is imported here too, with matplotlib.pyplot out of its reach: Keras imports pyplot at start-up
+where matplotlib is installed (for plotting helpers this engine never calls), ~1 s and 12 MB of every
+train, eval-of-a-checkpoint and export; later imports of pyplot in the process work as usual.
 """
 from __future__ import annotations
 
@@ -17,16 +21,29 @@ def import_tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    block = "matplotlib.pyplot" not in sys.modules
+    if block:
+        sys.modules["matplotlib.pyplot"] = None  # an ImportError for Keras' optional import
+    try:
+        return _import_quietly()
+    finally:
+        if block and sys.modules.get("matplotlib.pyplot", 0) is None:
+            del sys.modules["matplotlib.pyplot"]
+
+
+def _import_quietly():
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to silence
+        import keras  # noqa: F401
         import tensorflow
 
         return tensorflow
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
+        import keras  # noqa: F401
         import tensorflow
     finally:
         os.dup2(saved, 2)

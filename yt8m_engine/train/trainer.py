@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import Yt8mError
 from ..io.files import resolve_files
-from ..kernels.metrics import VideoMetrics
+from ..kernels.batch_metrics import batch_metrics
 from .config import CHECKPOINT_DIR, CONFIG_FILE, OPTIMIZERS, ModelConfig, TrainConfig, load_config, save_config
 
 
@@ -273,9 +273,7 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
         nonlocal last_loss, last_metrics, t_log, ex_log, logged_at
         logged_at = step
         last_loss = float(loss)
-        m = VideoMetrics(mcfg.num_classes, top_k=20)
-        m.add_dense(preds.numpy(), labels_all.numpy())
-        r = m.results()
+        r = batch_metrics(preds.numpy(), labels_all.numpy(), top_k=20)
         now = time.perf_counter()
         eps = ex_log / max(now - t_log, 1e-9)
         lr = float(optimizer.learning_rate)  # the schedule's current value

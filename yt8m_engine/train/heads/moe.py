@@ -46,15 +46,18 @@ def lower(g, model, cfg, x, cols):
     m, c, gated = head.num_mixtures, head.num_classes, head.gated
     out_cols = None if gated else cols
     k = c if out_cols is None else len(out_cols)
-    gk = np.asarray(head.gate.kernel).reshape(-1, c, m + 1)
-    ek = np.asarray(head.expert.kernel).reshape(-1, c, m)
+
+    def kernel(w, n):  # [D, C * n], only the columns of out_cols' classes; made when the model is written
+        w = np.asarray(w).reshape(-1, c, n)
+        return (w if out_cols is None else w[:, out_cols]).reshape(w.shape[0], -1)
+
     eb = np.asarray(head.expert.bias).reshape(c, m)
     if out_cols is not None:
-        gk, ek, eb = gk[:, out_cols], ek[:, out_cols], eb[out_cols]
-    gate = g.op("MatMul", [x, g.const(gk.reshape(gk.shape[0], -1))])
+        eb = eb[out_cols]
+    gate = g.op("MatMul", [x, g.const(lambda: kernel(head.gate.kernel, m + 1))])
     gate = g.op("Softmax", [g.op("Reshape", [gate, g.const(np.array([-1, k, m + 1], np.int64), dtype=np.int64)])],
                 axis=-1)
-    expert = g.op("Add", [g.op("MatMul", [x, g.const(ek.reshape(ek.shape[0], -1))]), g.const(eb.reshape(-1))])
+    expert = g.op("Add", [g.op("MatMul", [x, g.const(lambda: kernel(head.expert.kernel, m))]), g.const(eb.reshape(-1))])
     expert = g.op("Sigmoid", [g.op("Reshape", [expert, g.const(np.array([-1, k, m], np.int64), dtype=np.int64)])])
     gate = g.op("Slice", [gate, g.axes(0), g.axes(m), g.axes(2)])
     p = g.op("ReduceSum", [g.op("Mul", [gate, expert]), g.axes(2)], keepdims=0)
