@@ -1,8 +1,8 @@
 """tf.data input over the same TFRecords: video-level, frame-level and rated-segment examples.
 
-Each element is (inputs, labels [C] float, weights [C] float): inputs are {"features"} or
-{"frames" uint8 [T, D], "num_frames"}; weights are 1 except for segment examples, where only the
-rated class counts.
+Each element is (inputs, labels [C] float, weights): inputs are {"features"} or
+{"frames" uint8 [T, D], "num_frames"}; weights are [1] of 1 (every class counts: a batch carries no
+[B, C] of ones, 16 MB at batch 1024) except for segment examples, [C] where only the rated class counts.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _video_parser(cfg: ModelConfig):
     def parse(record):
         e = tf.io.parse_single_example(record, spec)
         feats = tf.concat([e[n] for n in cfg.feature_names], axis=0)
-        return ({"features": feats}, _labels(e["labels"], cfg.num_classes), tf.ones([cfg.num_classes]))
+        return ({"features": feats}, _labels(e["labels"], cfg.num_classes), tf.ones([1]))
 
     return parse
 
@@ -75,7 +75,7 @@ def _video_batch_parser(cfg: ModelConfig):
         ind = tf.stack([tf.boolean_mask(rows, ok), tf.boolean_mask(vals, ok)], axis=1)
         n = tf.shape(records, out_type=tf.int64)[0]
         labels = tf.minimum(tf.scatter_nd(ind, tf.ones(tf.shape(ind)[:1]), [n, cfg.num_classes]), 1.0)
-        return {"features": feats}, labels, tf.ones_like(labels)
+        return {"features": feats}, labels, tf.ones([n, 1])
 
     return parse
 
@@ -153,10 +153,10 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
         if not skip_corrupt:  # batches parsed at once; a bad record stops the run (one line, see trainer)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             return ds.map(_video_batch_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True).prefetch(tf.data.AUTOTUNE)
+                          deterministic=True).prefetch(2)
         ds = ds.map(_video_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors(log_warning=True)  # record by record: a bad one is dropped alone
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
     ds = ds.map(_frame_parser(cfg, segments), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_corrupt:  # bad records (CRC, schema) are dropped with a warning instead of stopping the run
         ds = ds.ignore_errors(log_warning=True)
@@ -166,10 +166,11 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
             ds = ds.shuffle(segment_buffer or shuffle_buffer, seed=seed + 1)
     else:
         ds = ds.map(lambda ex: ({"frames": ex["frames"], "num_frames": ex["num_frames"]}, ex["labels"],
-                                tf.ones([cfg.num_classes])))
+                                tf.ones([1])))
     d = sum(cfg.feature_sizes)
     ds = ds.padded_batch(batch_size, padded_shapes=({"frames": [None, d], "num_frames": []}, [cfg.num_classes],
-                                                    [cfg.num_classes]), drop_remainder=drop_remainder)
+                                                    [cfg.num_classes if segments else 1]),
+                         drop_remainder=drop_remainder)
     if frame_multiple > 1:  # a few distinct frame counts (XLA compiles each shape once)
         def pad(inputs, labels, weights):
             t = tf.shape(inputs["frames"])[1]
