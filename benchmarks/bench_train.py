@@ -19,7 +19,9 @@ Each side runs in a process of its own (peak RSS of the process: proc.py); both 
 windows of steps, the first --warmup steps are dropped, and the median window is reported. The two
 sides alternate model by model. Prints, per model and batch size:
 train_examples_per_s[MODEL,batch B] ours=X baseline=Y ratio=Z (peak RSS ..., machine).
-Usage: python benchmarks/bench_train.py [--models MoeModel,DbofModel] [--batch-sizes 64,1024] [--steps 30]
+The LSTM runs with 128 cells (the starter's 1024 take ~30 GFLOP an example) and, at batch 1024, 15
+steps logged every 5. NetVLAD and NeXtVLAD are not the starter's models: no baseline.
+Usage: python benchmarks/bench_train.py [--models MoeModel,DbofModel] [--batch-sizes 64,1024] [--steps 60]
 """
 import argparse
 import os
@@ -38,8 +40,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from proc import timed  # noqa: E402
 
 VIDEO_MODELS = ("LogisticModel", "MoeModel")
-FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel")
+FRAME_MODELS = ("FrameLevelLogisticModel", "DbofModel", "LstmModel")
 DBOF = dict(dbof_cluster_size=1024, dbof_hidden_size=256, dbof_activation="relu6")  # the issue's sizes (the starter's: 8192 / 2048); relu6 as the baseline below
+LSTM = dict(lstm_cells=128, lstm_layers=2)  # the starter's default is 1024 cells: ~30 GFLOP an example to train
 NUM_CLASSES, MIXTURES, PENALTY = 3862, 2, 1e-8
 
 
@@ -94,6 +97,36 @@ def starter_metrics(predictions, actuals, k=20):
     return hit, perr / n, gap
 
 
+class _LstmStack:
+    """The starter's MultiRNNCell of BasicLSTMCells (forget_bias 1.0) for tf.compat.v1.nn.dynamic_rnn,
+    in raw ops (TF 2.21's v1 RNN cells need Keras 2): state ((c, h) a layer)."""
+
+    def __init__(self, v1, tf, cells, layers):
+        self.v1, self.tf, self.n, self.layers = v1, tf, cells, layers
+        self.state_size = tuple((cells, cells) for _ in range(layers))
+        self.output_size = cells
+
+    def zero_state(self, batch, dtype):
+        z = self.tf.zeros([batch, self.n], dtype)
+        return tuple((z, z) for _ in range(self.layers))
+
+    def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+        return self.zero_state(batch_size, dtype)
+
+    def __call__(self, x, state):
+        tf, v1, out = self.tf, self.v1, []
+        for i, (c, h) in enumerate(state):
+            with v1.variable_scope(f"cell_{i}", reuse=v1.AUTO_REUSE):
+                k = v1.get_variable("kernel", [x.shape[-1] + self.n, 4 * self.n],
+                                    initializer=v1.glorot_uniform_initializer())
+                b = v1.get_variable("bias", [4 * self.n], initializer=v1.zeros_initializer())
+            gi, gj, gf, go = tf.split(tf.matmul(tf.concat([x, h], 1), k) + b, 4, axis=1)
+            c = c * tf.sigmoid(gf + 1.0) + tf.sigmoid(gi) * tf.tanh(gj)
+            x = tf.tanh(c) * tf.sigmoid(go)
+            out.append((c, x))
+        return x, tuple(out)
+
+
 def baseline(model, pattern, batch_size, steps, log_every):
     import glob
 
@@ -132,6 +165,10 @@ def baseline(model, pattern, batch_size, steps, log_every):
         fr = tf.nn.l2_normalize(fr, 2)
         if model == "FrameLevelLogisticModel":
             x = tf.reduce_sum(fr, 1) / tf.cast(tf.expand_dims(nf, 1), tf.float32)
+        elif model == "LstmModel":  # dynamic_rnn over the frames, the last layer's h at each video's end
+            _, state = v1.nn.dynamic_rnn(_LstmStack(v1, tf, LSTM["lstm_cells"], LSTM["lstm_layers"]), fr,
+                                         sequence_length=nf, dtype=tf.float32)
+            x = state[-1][1]
         else:  # DbofModel: SampleRandomFrames(30), input BN, clusters, relu6, max pool, hidden, MoE
             b = tf.shape(fr)[0]
             idx = tf.cast(tf.random.uniform([b, 30]) * tf.cast(tf.expand_dims(nf, 1), tf.float32), tf.int32)
@@ -143,7 +180,7 @@ def baseline(model, pattern, batch_size, steps, log_every):
             x = tf.reduce_max(tf.reshape(a, [-1, 30, DBOF["dbof_cluster_size"]]), 1)
             x = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_hidden_size"], "hidden", False),
                                         "hidden_bn", [0]))
-    preds = _moe(v1, tf, x) if model in ("MoeModel", "DbofModel") else tf.nn.sigmoid(_dense(v1, tf, x, NUM_CLASSES,
+    preds = _moe(v1, tf, x) if model in ("MoeModel", "DbofModel", "LstmModel") else tf.nn.sigmoid(_dense(v1, tf, x, NUM_CLASSES,
                                                                                              "logistic"))
     eps = 1e-5  # losses.CrossEntropyLoss
     loss = tf.reduce_mean(tf.reduce_sum(-(labels * tf.math.log(preds + eps)
@@ -188,10 +225,13 @@ def gemm_gflops(seconds: float = 3.0) -> float:
     return 2 * 1024 * 1152 * 3862 * n / (time.perf_counter() - t) / 1e9
 
 
-def train_flops(model: str) -> float:
+def train_flops(model: str) -> float | None:
     """fp32 operations an example for one training step, matrix products only (DBoF: its 30 sampled
     frames): 2 a multiply-add, forward and weight gradient for every layer, and the input gradient for
-    layers that read another layer's output (a layer reading the data needs none)."""
+    layers that read another layer's output (a layer reading the data needs none). None for the LSTM:
+    a recurrence of small products, bound by its steps, not by the GEMM rate."""
+    if model == "LstmModel":
+        return None
     c, h = DBOF["dbof_cluster_size"], DBOF["dbof_hidden_size"]
     head = 1152 * NUM_CLASSES * (2 * MIXTURES + 1)  # MoE: gates (M + 1) and experts (M) a class
     first, inner = {"LogisticModel": (1152 * NUM_CLASSES, 0), "FrameLevelLogisticModel": (1152 * NUM_CLASSES, 0),
@@ -210,7 +250,7 @@ def steady_rate(out: str, warmup: int) -> float:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="LogisticModel,MoeModel,FrameLevelLogisticModel,DbofModel")
+    ap.add_argument("--models", default="LogisticModel,MoeModel,FrameLevelLogisticModel,DbofModel,LstmModel")
     ap.add_argument("--batch-sizes", default="64,1024")
     ap.add_argument("--steps", type=int, default=60, help="steps a run")
     ap.add_argument("--warmup", type=int, default=20, help="steps left out of the rates")
@@ -237,24 +277,29 @@ def main():
         gflops = float(out.split()[-1])
         print(f"# fp32 GEMM rate of this machine (TensorFlow, all cores): {gflops:.0f} GFLOP/s; a model's ceiling "
               "below is 80% of it over its training FLOPs an example", flush=True)
-        steps, warm, every = args.steps, args.warmup, args.log_every
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             for model in args.models.split(","):
+                if model == "LstmModel" and bs >= 256:  # ~25 s a step at 1024 on 2 cores: fewer, shorter windows
+                    steps, warm, every = 15, 5, 5
+                else:
+                    steps, warm, every = args.steps, args.warmup, args.log_every
                 frame = model in FRAME_MODELS
                 pattern = os.path.join(tmp, "2/frame/train*" if frame else "2/video/train*")
                 ours_cmd = [exe, "train", "--train_data_pattern", pattern, "--train_dir", os.path.join(tmp, "run"),
                             "--model", model, "--batch_size", str(bs), "--max_steps", str(steps), "--log_every",
                             str(every), "--start_new_model", "--export_model_steps", "0", "--num_epochs", "1000"]
-                ours_cmd += [a for k, v in DBOF.items() for a in ("--" + k, str(v))] if model == "DbofModel" else []
+                sizes = {"DbofModel": DBOF, "LstmModel": LSTM}.get(model, {})
+                ours_cmd += [a for k, v in sizes.items() for a in ("--" + k, str(v))]
                 base_cmd = [sys.executable, __file__, "--side", "baseline", "--model", model, "--pattern", pattern,
                             "--batch", str(bs), "--steps", str(steps), "--log-every", str(every)]
                 t_o, rss_o, out_o = timed(ours_cmd)
                 t_b, rss_b, out_b = timed(base_cmd)
                 ours, base = steady_rate(out_o, warm), steady_rate(out_b, warm)
-                ceiling = 0.8 * gflops * 1e9 / train_flops(model)
+                flops = train_flops(model)
+                ceiling = (f"ceiling={0.8 * gflops * 1e9 / flops:.0f} (ours at {ours * flops / 0.8e9 / gflops:.0%} "
+                           "of it; " if flops else "ceiling=n/a (")
                 print(f"train_examples_per_s[{model},batch {bs}] ours={ours:.0f} baseline={base:.0f} "
-                      f"ratio={ours / base:.2f}x ceiling={ceiling:.0f} (ours at {ours / ceiling:.0%} of it; "
-                      f"peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; {machine})", flush=True)
+                      f"ratio={ours / base:.2f}x {ceiling}peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; {machine})", flush=True)
                 if args.xla:
                     t_x, rss_x, out_x = timed(ours_cmd + ["--xla"])
                     xla = steady_rate(out_x, warm)

@@ -115,7 +115,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": ""})
     mixed_precision: bool = field(default=False, metadata={"help": "float16 compute (GPU)"})
     xla: bool | None = field(default=None, metadata={  # None: on where one replica trains (see trainer)
-        "help": "compile each training step with XLA (default: on, except across several replicas; "
+        "help": "compile each training step with XLA (default: on, except across several replicas and for "
+                "the LSTM; "
                 "frame-level batches are padded to a multiple of 60 frames)", "type": bool})
     shuffle_buffer: int = 4096   # records at most in the shuffle buffer, and:
     shuffle_mb: int = field(default=512, metadata={

@@ -217,7 +217,10 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     # XLA by default on one replica (no collectives to compile); frame-level batches are then padded to
     # a multiple of 60 frames, so at most 5 frame counts compile (measured on 2 CPU cores, batch 64:
     # MoE 1.3x, FrameLevelLogistic 1.3x, DBoF 1.4x the plain step's examples/s)
-    xla = tcfg.xla if tcfg.xla is not None else strategy.num_replicas_in_sync == 1
+    from . import registry
+
+    xla = tcfg.xla if tcfg.xla is not None else (strategy.num_replicas_in_sync == 1
+                                                  and registry.MODELS[mcfg.model].xla)
     # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
     from .data import record_bytes
 
