@@ -231,136 +231,153 @@ def run_pipeline(model: OnnxModel, work: list[tuple[int, str]], job, opts: Optio
     One reader thread reads the files in blocks of whole records and checks their framing (CRCs),
     then hands out chunks of `job.chunk` records; `opts.threads` worker threads each take a chunk,
     parse it (frames padded to `job.pad_frames`: 5 writes them straight into the segment layout) and
-    hand it (with the rated segments where `job.ratings`) to `job.run(file index, batch, worker state, tick)`, which runs the model and ranks or
-    scores (tick(stage) books the time since the last tick), then take the next. Each stage releases
+    hand it (with the rated segments where `job.ratings`) to `job.run(file index, batch, worker state,
+    tick)`, which runs the model and ranks or scores (tick(stage) books the time since the last tick),
+    then take the next. Each stage releases
     the GIL (Numba nogil kernels, ONNX Runtime), so the workers keep every core busy with no hand-off
     between stages, and a chunk's frames are still in cache when the model reads them. A job's shared
     state takes updates from several workers at once; its result never depends on the order of chunks.
     """
-    t_wall = time.perf_counter()
-    workers = _workers(opts)
-    info = model.info
-    stats = Stats(files=len(work), provider=model.provider)
-    chunk = job.chunk
-    block_bytes = 16 << 20  # bytes read at a time (whole records)
-    lock = threading.Lock()
-    q_chunks: queue.Queue = queue.Queue(maxsize=4 * workers)
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    framer = Reader(info.spec, skip_corrupt=opts.skip_corrupt)  # reads the blocks, reports empty files
+    return _Pipeline(model, work, job, opts).run(progress)
 
-    def add(key: str, t0: float) -> float:
+
+class _Pipeline:
+    """run_pipeline's threads and the state they share (under `lock`)."""
+
+    BLOCK_BYTES = 16 << 20  # bytes read at a time (whole records)
+
+    def __init__(self, model: OnnxModel, work, job, opts: Options):
+        self.t_wall = time.perf_counter()
+        self.work, self.job, self.opts, self.info = work, job, opts, model.info
+        self.workers = _workers(opts)
+        self.stats = Stats(files=len(work), provider=model.provider)
+        self.lock = threading.Lock()
+        self.q_chunks: queue.Queue = queue.Queue(maxsize=4 * self.workers)
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.framer = Reader(self.info.spec, skip_corrupt=opts.skip_corrupt)  # reads the blocks, reports empty files
+        # read buffers, reused block after block: memory stays bounded whatever the file sizes, and the
+        # OS zeroes no fresh pages per file (a fresh buffer per file was 10% of all CPU time)
+        self.free_bufs: queue.Queue = queue.Queue()
+        for _ in range(self.workers + 2):
+            self.free_bufs.put(np.zeros(0, np.uint8))
+
+    def add(self, key: str, t0: float) -> float:
+        """Book the time since t0 to a stage; returns now."""
         t1 = time.perf_counter()
-        with lock:
-            stats.stage[key] += t1 - t0
+        with self.lock:
+            self.stats.stage[key] += t1 - t0
         return t1
 
-    def fail(e: BaseException) -> None:
-        errors.append(e)
-        stop.set()
+    def fail(self, e: BaseException) -> None:
+        self.errors.append(e)
+        self.stop.set()
 
-    # read buffers, reused block after block: memory stays bounded whatever the file sizes, and the
-    # OS zeroes no fresh pages per file (a fresh buffer per file was 10% of all CPU time)
-    free_bufs: queue.Queue = queue.Queue()
-    for _ in range(workers + 2):
-        free_bufs.put(np.zeros(0, np.uint8))
-
-    def wait_for(call, *args):
+    def wait_for(self, call, *args):
         """call(*args, timeout=...) once it succeeds; raises _Stopped when the run stops first."""
-        while not stop.is_set():
+        while not self.stop.is_set():
             try:
                 return call(*args, timeout=0.2)
             except (queue.Full, queue.Empty):
                 continue
         raise _Stopped
 
-    def take_buffer(n: int) -> np.ndarray:
-        buf = wait_for(free_bufs.get)
-        return buf if buf.size >= n else np.empty(max(n, block_bytes), np.uint8)
+    def take_buffer(self, n: int) -> np.ndarray:
+        buf = self.wait_for(self.free_bufs.get)
+        return buf if buf.size >= n else np.empty(max(n, self.BLOCK_BYTES), np.uint8)
 
-    def read_files():
+    def read_files(self) -> None:
+        """The reader thread: blocks of whole records, handed out in chunks of job.chunk records."""
+        chunk = self.job.chunk
         try:
-            for fidx, path in work:
+            for fidx, path in self.work:
                 t0 = time.perf_counter()
-                for buf, offs, lens, status, first, fresh in framer.blocks(path, take_buffer, block_bytes):
+                for buf, offs, lens, status, first, fresh in self.framer.blocks(path, self.take_buffer,
+                                                                                self.BLOCK_BYTES):
                     check_records(path, first + len(offs))
-                    t0 = add("read", t0)
-                    with lock:
-                        stats.bytes += fresh
+                    t0 = self.add("read", t0)
+                    with self.lock:
+                        self.stats.bytes += fresh
                     starts = range(0, len(offs), chunk)
-                    loan = _Loan(buf.base if buf.base is not None else buf, len(starts) or 1, free_bufs)
+                    loan = _Loan(buf.base if buf.base is not None else buf, len(starts) or 1, self.free_bufs)
                     if not starts:
                         loan.release()
                     for a in starts:
                         sl = slice(a, a + chunk)
-                        wait_for(q_chunks.put, (fidx, path, buf, offs[sl], lens[sl], status[sl], first + a, loan))
+                        self.wait_for(self.q_chunks.put, (fidx, path, buf, offs[sl], lens[sl], status[sl], first + a,
+                                                          loan))
                     t0 = time.perf_counter()
         except _Stopped:
             pass
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            fail(e)
+            self.fail(e)
         finally:
-            for _ in range(workers):
-                q_chunks.put(_DONE)
+            for _ in range(self.workers):
+                self.q_chunks.put(_DONE)
 
-    def work_chunks():
-        reader = Reader(info.spec, skip_corrupt=opts.skip_corrupt, pad_frames=job.pad_frames,
+    def work_chunks(self) -> None:
+        """A worker thread: parse a chunk, run the job on it, take the next."""
+        job, info = self.job, self.info
+        reader = Reader(info.spec, skip_corrupt=self.opts.skip_corrupt, pad_frames=job.pad_frames,
                         segments=job.ratings, leave_out=True)
         # this worker's frame buffer, reused chunk after chunk, sized for the longest possible chunk
         # up front (growing it would have the OS zero fresh memory again)
-        rows = chunk * -(-reader.max_frames // reader.pad_frames) * reader.pad_frames
+        rows = job.chunk * -(-reader.max_frames // reader.pad_frames) * reader.pad_frames
         store: list = [np.empty((rows, info.spec.total_size), np.uint8)] if info.frame_features else []
         state: dict = {}  # the job's per-worker buffers
         try:
             while True:
-                item = q_chunks.get()
+                item = self.q_chunks.get()
                 if item is _DONE:
                     break
-                if stop.is_set():
-                    continue
-                fidx, path, buf, offs, lens, status, first, loan = item
-                clock = [time.perf_counter()]
-                try:
-                    b = reader.parse_records(buf, offs, lens, status, path, first, store)
-                finally:
-                    loan.release()  # the chunk's bytes are copied out: the read buffer may be reused
-                clock[0] = add("parse", clock[0])
-
-                def tick(stage: str) -> None:
-                    clock[0] = add(stage, clock[0])
-
-                segments = job.run(fidx, b, state, tick)
-                with lock:
-                    stats.videos += len(b)
-                    stats.segments += segments
+                if not self.stop.is_set():
+                    self.process(reader, store, state, *item)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            fail(e)
-            while q_chunks.get() is not _DONE:  # drain, so the reader never blocks
+            self.fail(e)
+            while self.q_chunks.get() is not _DONE:  # drain, so the reader never blocks
                 pass
         finally:
-            with lock:
-                stats.corrupt += reader.corrupt
-                merge_notes(stats.notes, reader.notes)
+            with self.lock:
+                self.stats.corrupt += reader.corrupt
+                merge_notes(self.stats.notes, reader.notes)
 
-    threads = [threading.Thread(target=read_files, daemon=True)]
-    threads += [threading.Thread(target=work_chunks, daemon=True) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    prog = Progress(getattr(job, "name", "infer"), total=_total_bytes(work), unit="B", enabled=progress)
-    try:
+    def process(self, reader, store, state, fidx, path, buf, offs, lens, status, first, loan) -> None:
+        clock = [time.perf_counter()]
+        try:
+            b = reader.parse_records(buf, offs, lens, status, path, first, store)
+        finally:
+            loan.release()  # the chunk's bytes are copied out: the read buffer may be reused
+        clock[0] = self.add("parse", clock[0])
+
+        def tick(stage: str) -> None:
+            clock[0] = self.add(stage, clock[0])
+
+        segments = self.job.run(fidx, b, state, tick)
+        with self.lock:
+            self.stats.videos += len(b)
+            self.stats.segments += segments
+
+    def run(self, progress: bool) -> Stats:
+        stats = self.stats
+        threads = [threading.Thread(target=self.read_files, daemon=True)]
+        threads += [threading.Thread(target=self.work_chunks, daemon=True) for _ in range(self.workers)]
         for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.5)
-                prog.update(stats.bytes, videos=stats.videos, segments=stats.segments)
-    except BaseException:  # Ctrl-C: stop the threads before leaving
-        stop.set()
-        for t in threads:
-            t.join()
-        raise
-    if errors:
-        raise errors[0]
-    stats.corrupt += framer.corrupt
-    prog.update(stats.bytes, videos=stats.videos, segments=stats.segments)
-    prog.close()
-    stats.wall = time.perf_counter() - t_wall
-    return stats
+            t.start()
+        prog = Progress(getattr(self.job, "name", "infer"), total=_total_bytes(self.work), unit="B", enabled=progress)
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+                    prog.update(stats.bytes, videos=stats.videos, segments=stats.segments)
+        except BaseException:  # Ctrl-C: stop the threads before leaving
+            self.stop.set()
+            for t in threads:
+                t.join()
+            raise
+        if self.errors:
+            raise self.errors[0]
+        stats.corrupt += self.framer.corrupt
+        prog.update(stats.bytes, videos=stats.videos, segments=stats.segments)
+        prog.close()
+        stats.wall = time.perf_counter() - self.t_wall
+        return stats

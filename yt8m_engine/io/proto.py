@@ -332,6 +332,139 @@ def _typed_span(buf, vs, ve, r, k, want, err, aux, cnt):
 
 
 @njit(cache=True, nogil=True)
+def _scan_fields(buf, s, e, sequence, ktab, koff, ftab, foff, vs, ve, fs, fe, r):
+    """The spans of a record's context values (vs, ve) and features (fs, fe); False: malformed."""
+    p = s
+    while p < e:
+        f, wt, a, b, p = _next_field(buf, p, e)
+        if p < 0:
+            return False
+        if wt != 2:
+            continue
+        ok = True
+        if f == 1:
+            ok = _scan_map(buf, a, b, ktab, koff, vs, ve, r)
+            if ok and not sequence:
+                ok = _scan_map(buf, a, b, ftab, foff, fs, fe, r)
+        elif f == 2 and sequence:
+            ok = _scan_map(buf, a, b, ftab, foff, fs, fe, r)
+        if not ok:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _check_context(buf, vs, ve, cnt, r, err, aux, check_segments):
+    """The id (exactly one bytes value, under "id" or the legacy "video_id"), the labels and (where
+    checked) the three segment lists of equal length; False with err/aux set otherwise."""
+    kid = K_ID if vs[r, K_ID] >= 0 else K_VIDEO_ID
+    if vs[r, kid] < 0:
+        err[r] = E_MISSING
+        aux[r, 0] = K_ID
+        return False
+    if not _typed_span(buf, vs, ve, r, kid, KIND_BYTES, err, aux, cnt):
+        return False
+    if cnt[r, kid] != 1:
+        err[r] = E_ID
+        aux[r, 1] = cnt[r, kid]
+        return False
+    if kid == K_VIDEO_ID:  # normalise: the id's span lives under K_ID
+        vs[r, K_ID] = vs[r, K_VIDEO_ID]
+        ve[r, K_ID] = ve[r, K_VIDEO_ID]
+        cnt[r, K_ID] = 1
+    if not _typed_span(buf, vs, ve, r, K_LABELS, KIND_INT64, err, aux, cnt):
+        return False
+    if not check_segments:
+        return True
+    if not (_typed_span(buf, vs, ve, r, K_SEG_LABELS, KIND_INT64, err, aux, cnt)
+            and _typed_span(buf, vs, ve, r, K_SEG_START, KIND_INT64, err, aux, cnt)
+            and _typed_span(buf, vs, ve, r, K_SEG_SCORES, KIND_FLOAT, err, aux, cnt)):
+        return False
+    if cnt[r, K_SEG_LABELS] != cnt[r, K_SEG_START] or cnt[r, K_SEG_LABELS] != cnt[r, K_SEG_SCORES]:
+        err[r] = E_SEG_LISTS
+        aux[r, 0] = cnt[r, K_SEG_LABELS]
+        aux[r, 1] = cnt[r, K_SEG_START]
+        aux[r, 2] = cnt[r, K_SEG_SCORES]
+        return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _count_frames(buf, p, q_end, j, prefix, prefix_len, size, err, aux, r):
+    """The frames of feature list j (repeated Feature, field 1, each a bytes_list of one `size`-byte
+    string); -1 with err/aux set when one is not."""
+    t = 0
+    while p < q_end:
+        if _has_prefix(buf, p, q_end, prefix, prefix_len, size):  # the common case
+            p += prefix_len + size
+            t += 1
+            continue
+        f, wt, a, b, p = _next_field(buf, p, q_end)
+        if p < 0:
+            err[r] = E_PROTO
+            return -1
+        if f != 1 or wt != 2:
+            continue
+        kind, ls, le, ok2 = _feature_kind(buf, a, b)
+        if not ok2:
+            err[r] = E_PROTO
+            return -1
+        if kind != KIND_BYTES:
+            err[r] = E_TYPE
+            aux[r, 0] = K_FEATURE0 + j
+            aux[r, 1] = kind
+            return -1
+        nv = 0
+        blen = 0
+        pp = ls
+        while pp < le:
+            g, wt3, c, d, pp = _next_field(buf, pp, le)
+            if pp < 0:
+                break
+            if g == 1 and wt3 == 2:
+                nv += 1
+                blen = d - c
+        if pp < 0:
+            err[r] = E_PROTO
+            return -1
+        if nv != 1 or blen != size:
+            err[r] = E_FRAME_VALUES if nv != 1 else E_FRAME_LEN
+            aux[r, 0] = j
+            aux[r, 1] = t
+            aux[r, 2] = nv if nv != 1 else blen
+            return -1
+        t += 1
+    return t
+
+
+@njit(cache=True, nogil=True)
+def _video_feature(buf, r, j, fs, fe, size, err, aux):
+    """Video-level feature j: a float list of `size` values (its span narrowed to them); False with
+    err/aux set otherwise."""
+    kind, ls, le, ok2 = _feature_kind(buf, fs[r, j], fe[r, j])
+    if not ok2:
+        err[r] = E_PROTO
+        return False
+    if kind != KIND_FLOAT and kind != KIND_NONE:
+        err[r] = E_TYPE
+        aux[r, 0] = K_FEATURE0 + j
+        aux[r, 1] = kind
+        return False
+    m = _count_values(buf, ls, le, KIND_FLOAT) if kind == KIND_FLOAT else 0
+    if m < 0:
+        err[r] = E_PROTO
+        return False
+    if m != size:
+        err[r] = E_VIDEO_LEN
+        aux[r, 0] = K_FEATURE0 + j
+        aux[r, 1] = m
+        return False
+    fs[r, j] = ls
+    fe[r, j] = le
+    return True
+
+
+@njit(cache=True, nogil=True)
 def locate_and_count(buf, offs, lens, status, sequence, ktab, koff, ftab, foff, feat_sizes, num_classes,
                      check_segments):
     """Pass 1 over a batch of records.
@@ -357,140 +490,22 @@ def locate_and_count(buf, offs, lens, status, sequence, ktab, koff, ftab, foff, 
         if status[r] != 0:
             err[r] = status[r]
             continue
-        s = offs[r]
-        e = s + lens[r]
-        p = s
-        ok = True
-        while p < e:
-            f, wt, a, b, p = _next_field(buf, p, e)
-            if p < 0:
-                ok = False
-                break
-            if wt != 2:
-                continue
-            if f == 1:
-                ok = _scan_map(buf, a, b, ktab, koff, vs, ve, r)
-                if ok and not sequence:
-                    ok = _scan_map(buf, a, b, ftab, foff, fs, fe, r)
-            elif f == 2 and sequence:
-                ok = _scan_map(buf, a, b, ftab, foff, fs, fe, r)
-            if not ok:
-                break
-        if not ok:
+        if not _scan_fields(buf, offs[r], offs[r] + lens[r], sequence, ktab, koff, ftab, foff, vs, ve, fs, fe, r):
             err[r] = E_PROTO
             continue
-        # id: exactly one bytes value, under "id" or the legacy "video_id".
-        kid = K_ID if vs[r, K_ID] >= 0 else K_VIDEO_ID
-        if vs[r, kid] < 0:
-            err[r] = E_MISSING
-            aux[r, 0] = K_ID
+        if not _check_context(buf, vs, ve, cnt, r, err, aux, check_segments):
             continue
-        if not _typed_span(buf, vs, ve, r, kid, KIND_BYTES, err, aux, cnt):
-            continue
-        if cnt[r, kid] != 1:
-            err[r] = E_ID
-            aux[r, 1] = cnt[r, kid]
-            continue
-        if kid == K_VIDEO_ID:  # normalise: the id's span lives under K_ID
-            vs[r, K_ID] = vs[r, K_VIDEO_ID]
-            ve[r, K_ID] = ve[r, K_VIDEO_ID]
-            cnt[r, K_ID] = 1
-        if not _typed_span(buf, vs, ve, r, K_LABELS, KIND_INT64, err, aux, cnt):
-            continue
-        if check_segments:
-            if not _typed_span(buf, vs, ve, r, K_SEG_LABELS, KIND_INT64, err, aux, cnt):
-                continue
-            if not _typed_span(buf, vs, ve, r, K_SEG_START, KIND_INT64, err, aux, cnt):
-                continue
-            if not _typed_span(buf, vs, ve, r, K_SEG_SCORES, KIND_FLOAT, err, aux, cnt):
-                continue
-            if cnt[r, K_SEG_LABELS] != cnt[r, K_SEG_START] or cnt[r, K_SEG_LABELS] != cnt[r, K_SEG_SCORES]:
-                err[r] = E_SEG_LISTS
-                aux[r, 0] = cnt[r, K_SEG_LABELS]
-                aux[r, 1] = cnt[r, K_SEG_START]
-                aux[r, 2] = cnt[r, K_SEG_SCORES]
-                continue
-        # Features.
         for j in range(nf):
             if fs[r, j] < 0:
                 err[r] = E_MISSING
                 aux[r, 0] = K_FEATURE0 + j
                 break
             if sequence:
-                # FeatureList: repeated Feature (field 1); each a bytes_list with one string.
-                p = fs[r, j]
-                q_end = fe[r, j]
-                t = 0
-                size = feat_sizes[j]
-                while p < q_end:
-                    if _has_prefix(buf, p, q_end, ptab[j], plen[j], size):  # the common case
-                        p += plen[j] + size
-                        t += 1
-                        continue
-                    f, wt, a, b, p = _next_field(buf, p, q_end)
-                    if p < 0:
-                        err[r] = E_PROTO
-                        break
-                    if f != 1 or wt != 2:
-                        continue
-                    kind, ls, le, ok2 = _feature_kind(buf, a, b)
-                    if not ok2:
-                        err[r] = E_PROTO
-                        break
-                    if kind != KIND_BYTES:
-                        err[r] = E_TYPE
-                        aux[r, 0] = K_FEATURE0 + j
-                        aux[r, 1] = kind
-                        break
-                    nv = 0
-                    blen = 0
-                    pp = ls
-                    while pp < le:
-                        g, wt3, c, d, pp = _next_field(buf, pp, le)
-                        if pp < 0:
-                            break
-                        if g == 1 and wt3 == 2:
-                            nv += 1
-                            blen = d - c
-                    if pp < 0:
-                        err[r] = E_PROTO
-                        break
-                    if nv != 1:
-                        err[r] = E_FRAME_VALUES
-                        aux[r, 0] = j
-                        aux[r, 1] = t
-                        aux[r, 2] = nv
-                        break
-                    if blen != feat_sizes[j]:
-                        err[r] = E_FRAME_LEN
-                        aux[r, 0] = j
-                        aux[r, 1] = t
-                        aux[r, 2] = blen
-                        break
-                    t += 1
+                t = _count_frames(buf, fs[r, j], fe[r, j], j, ptab[j], plen[j], feat_sizes[j], err, aux, r)
+                if t < 0:
+                    break
                 nfr[r, j] = t
-            else:
-                kind, ls, le, ok2 = _feature_kind(buf, fs[r, j], fe[r, j])
-                if not ok2:
-                    err[r] = E_PROTO
-                    break
-                if kind != KIND_FLOAT and kind != KIND_NONE:
-                    err[r] = E_TYPE
-                    aux[r, 0] = K_FEATURE0 + j
-                    aux[r, 1] = kind
-                    break
-                m = _count_values(buf, ls, le, KIND_FLOAT) if kind == KIND_FLOAT else 0
-                if m < 0:
-                    err[r] = E_PROTO
-                    break
-                if m != feat_sizes[j]:
-                    err[r] = E_VIDEO_LEN
-                    aux[r, 0] = K_FEATURE0 + j
-                    aux[r, 1] = m
-                    break
-                fs[r, j] = ls
-                fe[r, j] = le
-            if err[r] != 0:
+            elif not _video_feature(buf, r, j, fs, fe, feat_sizes[j], err, aux):
                 break
     return err, aux, vs, ve, cnt, fs, fe, nfr
 

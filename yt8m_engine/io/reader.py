@@ -252,6 +252,49 @@ class Reader:
         np.cumsum(np.bincount(video[keep], minlength=seg_off.size - 1), out=new_off[1:])
         return new_off, labels[keep], starts[keep], scores[keep]
 
+    def _outputs(self, nfr, good, store):
+        """The arrays the decoded rows go to: (num_frames, frame_offsets, frames, video features, the
+        features' bytes); frames in `store`'s buffer where given (replaced when too small)."""
+        spec, n = self.spec, int(good.sum())
+        if not spec.frame_level:
+            video = np.zeros((n, spec.total_size), np.float32)
+            return None, np.zeros(1, np.int64), None, video, video.view(np.uint8)
+        num_frames = np.minimum(nfr[good, 0], self.max_frames).astype(np.int32)
+        frame_off = np.zeros(n + 1, np.int64)
+        pad = self.pad_frames
+        np.cumsum((num_frames.astype(np.int64) + pad - 1) // pad * pad, out=frame_off[1:])
+        rows_needed = int(frame_off[-1]) if self.copy_frames else 0
+        if store is None:
+            frames = np.empty((rows_needed, spec.total_size), np.uint8)
+        else:
+            if not store or store[0].shape[0] < rows_needed:
+                store[:] = [np.empty((rows_needed + rows_needed // 4, spec.total_size), np.uint8)]
+            frames = store[0][:rows_needed]
+        if n and (nfr[good].min(axis=1) < nfr[good, 0]).any():
+            frames[:] = 0  # a feature with fewer frames than the first: zero padded, as the starter
+        return num_frames, frame_off, frames, None, np.zeros((1, 1), np.uint8)
+
+    def _refused_rows(self, ids, frame_counts, video, path, records) -> list:
+        """Rows (of the decoded ones) to parse again as refused: an invalid id (reported: a refused id
+        never reaches a CSV), and, where leave_out, rows no prediction can be made for (no frames,
+        NaN/Inf features). With none refused, the notes of what is kept are taken here."""
+        seq = self.spec.frame_level
+        bad_ids = [i for i, v in enumerate(ids) if not fmt.valid_video_id(v)]
+        for i in bad_ids:
+            self._problem(path, int(records[i]), f"video id {fmt.show_id(ids[i])} is not a valid id: "
+                                                 f"{fmt.VIDEO_ID_RULE}")
+        unusable = np.flatnonzero((frame_counts == 0) if seq else ~np.isfinite(video).all(axis=1)).tolist()
+        left = [i for i in unusable if i not in set(bad_ids)] if self.leave_out else []
+        for i in left:  # (noted here: the second parse no longer sees them)
+            self._note("no_frames" if seq else "non_finite", path, int(records[i]))
+        if bad_ids or left:
+            return bad_ids + left
+        for i in unusable:  # (kept: leave_out is off)
+            self._note("no_frames" if seq else "non_finite", path, int(records[i]))
+        for i in (np.flatnonzero(frame_counts > self.max_frames) if seq else []):
+            self._note("over_max_frames", path, int(records[i]))
+        return []
+
     def parse_records(self, buf, offs, lens, status, path: str, first_index: int,
                       store: list | None = None) -> Batch:
         """Decode records; store: a list holding a frame buffer to reuse (and replace when too small)."""
@@ -293,28 +336,7 @@ class Reader:
         np.cumsum(id_lens, out=id_off[1:])
         id_bytes = np.zeros(max(1, int(id_off[-1])), np.uint8)
         id_len = np.zeros(n, np.int64)
-        num_frames = None
-        frames = None
-        frame_off = np.zeros(1, np.int64)
-        video = None
-        if seq:
-            num_frames = np.minimum(nfr[good, 0], self.max_frames).astype(np.int32)
-            frame_off = np.zeros(n + 1, np.int64)
-            pad = self.pad_frames
-            np.cumsum((num_frames.astype(np.int64) + pad - 1) // pad * pad, out=frame_off[1:])
-            rows_needed = int(frame_off[-1]) if self.copy_frames else 0
-            if store is None:
-                frames = np.empty((rows_needed, spec.total_size), np.uint8)
-            else:
-                if not store or store[0].shape[0] < rows_needed:
-                    store[:] = [np.empty((rows_needed + rows_needed // 4, spec.total_size), np.uint8)]
-                frames = store[0][:rows_needed]
-            if n and (nfr[good].min(axis=1) < nfr[good, 0]).any():
-                frames[:] = 0  # a feature with fewer frames than the first: zero padded, as the starter
-            video_u8 = np.zeros((1, 1), np.uint8)
-        else:
-            video = np.zeros((n, spec.total_size), np.float32)
-            video_u8 = video.view(np.uint8)
+        num_frames, frame_off, frames, video, video_u8 = self._outputs(nfr, good, store)
         proto.fill(buf, err, vs, ve, fs, fe, seq, self._sizes, self.max_frames, rows,
                    lab_off, labels, seg_off, seg_labels, seg_starts, seg_scores.view(np.uint8), id_off, id_bytes, id_len,
                    frame_off, num_frames if seq else np.zeros(1, np.int32),
@@ -323,23 +345,11 @@ class Reader:
         raw = id_bytes.tobytes()
         ids = [raw[id_off[i]:id_off[i] + id_len[i]] for i in range(n)]
         grows = np.flatnonzero(good)  # record (in this call) of each decoded row
-        bad_ids = [i for i, v in enumerate(ids) if not fmt.valid_video_id(v)]
-        for i in bad_ids:  # before anything is returned: a refused id never reaches a CSV
-            self._problem(path, first_index + int(grows[i]), f"video id {fmt.show_id(ids[i])} is not a valid id: "
-                                                            f"{fmt.VIDEO_ID_RULE}")
-        # rows no prediction can be made for: noted always, left out of the batch where asked (rankings)
-        unusable = np.flatnonzero((nfr[good, 0] == 0) if seq else ~np.isfinite(video).all(axis=1)).tolist()
-        left = [i for i in unusable if i not in set(bad_ids)] if self.leave_out else []
-        for i in left:  # (noted here: the parse below no longer sees them)
-            self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
-        if bad_ids or left:  # parsed again without them (rare: a bad file); notes are taken there
+        refused = self._refused_rows(ids, nfr[good, 0], video, path, first_index + grows)
+        if refused:  # parsed again without them (rare: a bad file); notes are taken there
             st = status.copy()
-            st[grows[bad_ids + left]] = _REFUSED
+            st[grows[refused]] = _REFUSED
             return self.parse_records(buf, offs, lens, st, path, first_index, store)
-        for i in unusable:  # (kept: leave_out is off)
-            self._note("no_frames" if seq else "non_finite", path, first_index + int(grows[i]))
-        for i in (np.flatnonzero(nfr[good, 0] > self.max_frames) if seq else []):
-            self._note("over_max_frames", path, first_index + int(grows[i]))
         if self.segments and m:
             seg_off, seg_labels, seg_starts, seg_scores = self._usable_ratings(
                 seg_off, seg_labels, seg_starts, seg_scores, path, first_index + grows)

@@ -133,203 +133,236 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     under MultiWorkerMirroredStrategy; worker 0 (or the chief) writes the checkpoints, the others
     write theirs under TRAIN_DIR/workers/INDEX. Every worker needs the same --max_steps.
     """
-    from .cluster import is_chief, tf_config
+    run = _Run(mcfg, tcfg, workers, task_index, echo)
+    run.prepare(start_new_model)
+    run.build()
+    if run.manager.latest_checkpoint:
+        run.ckpt.restore(run.manager.latest_checkpoint).assert_existing_objects_matched()
+        run.echo(f"resumed from {run.manager.latest_checkpoint} at step {int(run.step_var.numpy())}")
+    else:
+        if start_from_dir:
+            start_from(run.model, mcfg, start_from_dir, run.echo)
+        run.save(0)  # the untrained (or the started-from) model: a reference point for eval
+    start_step = int(run.step_var.numpy())
+    if tcfg.max_steps is not None and start_step >= tcfg.max_steps:
+        run.echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
+        return {"steps": start_step, "train_dir": tcfg.train_dir, "checkpoint": run.manager.latest_checkpoint}
+    return run.loop(start_step)
 
-    mcfg.validate()
-    tcfg.validate()
-    cluster = tf_config(workers, task_index)
-    chief = is_chief(cluster)
-    if cluster is not None and tcfg.max_steps is None:
-        raise Yt8mError("multi-worker training needs --max_steps (every worker must run the same number of steps)")
-    if not chief:
-        echo = (lambda s: None)
-    files = training_files(tcfg.train_data_pattern)
-    train_dir = tcfg.train_dir
-    ckpt_dir = os.path.join(train_dir, CHECKPOINT_DIR) if chief else os.path.join(
-        train_dir, "workers", str(cluster["task"]["index"]), CHECKPOINT_DIR)
-    # a run that stopped before its first step (say, a model that does not fit the data) left only the
-    # untrained ckpt-0: nothing to protect, so a corrected command starts over instead of being refused
-    trained = [f for f in glob.glob(os.path.join(ckpt_dir, "*.index")) if not f.endswith("ckpt-0.index")]
-    if start_new_model or not trained:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        for f in glob.glob(os.path.join(train_dir, "events.out.tfevents.*")) if chief else []:
-            os.remove(f)
-    elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)):
-        saved, _ = load_config(train_dir)
-        if dataclasses.asdict(saved) != dataclasses.asdict(mcfg):
-            diff = [k for k, v in dataclasses.asdict(saved).items() if dataclasses.asdict(mcfg)[k] != v]
-            raise Yt8mError(f"{train_dir} holds a {saved.model} trained with other settings ({', '.join(diff)}); "
-                            "resume without changing them, or pass --start_new_model (or another --train_dir)")
-    os.makedirs(train_dir, exist_ok=True)
-    if chief:
-        save_config(train_dir, mcfg, tcfg)
 
-    tf = _tf()
-    import keras
+class _Run:
+    """One training run's state: its folders, model, optimizer, checkpoints, input and log."""
 
-    from .data import make_dataset
-    from .losses import LOSSES
-    from .models import build_model
+    def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, workers, task_index, echo):
+        from .cluster import is_chief, tf_config
 
-    if tcfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    if tcfg.log_device_placement:
-        tf.debugging.set_log_device_placement(True)
-    strategy = _strategy(tf, cluster, tcfg.num_gpu, echo)
-    with strategy.scope():
-        model = build_model(mcfg, seed=tcfg.seed)
-        if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
-            optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg))
-            optimizer.build(model.trainable_variables)
-        else:  # one fused op a variable, as TF 1's optimizers (see optim.py)
-            from .optim import FusedOptimizer
+        mcfg.validate()
+        tcfg.validate()
+        self.mcfg, self.tcfg = mcfg, tcfg
+        self.cluster = tf_config(workers, task_index)
+        self.chief = is_chief(self.cluster)
+        if self.cluster is not None and tcfg.max_steps is None:
+            raise Yt8mError("multi-worker training needs --max_steps (every worker must run the same number of steps)")
+        self.echo = echo if self.chief else (lambda s: None)
+        self.files = training_files(tcfg.train_data_pattern)
+        self.ckpt_dir = os.path.join(tcfg.train_dir, CHECKPOINT_DIR) if self.chief else os.path.join(
+            tcfg.train_dir, "workers", str(self.cluster["task"]["index"]), CHECKPOINT_DIR)
 
-            optimizer = FusedOptimizer(tcfg, model.trainable_variables)
-        step_var = tf.Variable(0, dtype=tf.int64, name="step")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=5)
+    def prepare(self, start_new_model: bool) -> None:
+        """A fresh run clears its folder's checkpoints and events; a resumed one must keep its settings."""
+        train_dir, mcfg = self.tcfg.train_dir, self.mcfg
+        # a run that stopped before its first step (say, a model that does not fit the data) left only the
+        # untrained ckpt-0: nothing to protect, so a corrected command starts over instead of being refused
+        trained = [f for f in glob.glob(os.path.join(self.ckpt_dir, "*.index")) if not f.endswith("ckpt-0.index")]
+        if start_new_model or not trained:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            for f in glob.glob(os.path.join(train_dir, "events.out.tfevents.*")) if self.chief else []:
+                os.remove(f)
+        elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)):
+            saved, _ = load_config(train_dir)
+            if dataclasses.asdict(saved) != dataclasses.asdict(mcfg):
+                diff = [k for k, v in dataclasses.asdict(saved).items() if dataclasses.asdict(mcfg)[k] != v]
+                raise Yt8mError(f"{train_dir} holds a {saved.model} trained with other settings ({', '.join(diff)}); "
+                                "resume without changing them, or pass --start_new_model (or another --train_dir)")
+        os.makedirs(train_dir, exist_ok=True)
+        if self.chief:
+            save_config(train_dir, mcfg, self.tcfg)
 
-    def save(number: int) -> None:
+    def build(self) -> None:
+        """Model, optimizer and checkpoint manager under the distribution strategy."""
+        tf, tcfg = _tf(), self.tcfg
+        import keras
+
+        from .models import build_model
+
+        if tcfg.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        if tcfg.log_device_placement:
+            tf.debugging.set_log_device_placement(True)
+        self.strategy = _strategy(tf, self.cluster, tcfg.num_gpu, self.echo)
+        with self.strategy.scope():
+            self.model = build_model(self.mcfg, seed=tcfg.seed)
+            if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
+                self.optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg))
+                self.optimizer.build(self.model.trainable_variables)
+            else:  # one fused op a variable, as TF 1's optimizers (see optim.py)
+                from .optim import FusedOptimizer
+
+                self.optimizer = FusedOptimizer(tcfg, self.model.trainable_variables)
+            self.step_var = tf.Variable(0, dtype=tf.int64, name="step")
+        self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
+        self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir, max_to_keep=5)
+
+    def save(self, number: int) -> None:
         """A checkpoint, and (chief) its ONNX exports beside it for eval, which then needs no TensorFlow."""
         if number == 0:  # outside the manager's rotation: the untrained reference is kept for good
-            path = ckpt.write(os.path.join(ckpt_dir, "ckpt-0"))
+            path = self.ckpt.write(os.path.join(self.ckpt_dir, "ckpt-0"))
         else:
-            path = manager.save(checkpoint_number=number)
-        if chief:
+            path = self.manager.save(checkpoint_number=number)
+        if self.chief:
             from ..export.onnx_export import export_beside
 
             try:
-                export_beside(model, mcfg, number, train_dir, path)
+                export_beside(self.model, self.mcfg, number, self.tcfg.train_dir, path)
             except Exception as e:  # noqa: BLE001 - eval exports it itself then; training goes on
-                echo(f"warning: ONNX export of {path} for eval failed ({str(e).splitlines()[0][:200]})")
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        echo(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
-    else:
-        if start_from_dir:
-            start_from(model, mcfg, start_from_dir, echo)
-        save(0)  # the untrained (or the started-from) model: a reference point for eval
-    start_step = int(step_var.numpy())
-    if tcfg.max_steps is not None and start_step >= tcfg.max_steps:
-        echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
-        return {"steps": start_step, "train_dir": train_dir, "checkpoint": manager.latest_checkpoint}
+                self.echo(f"warning: ONNX export of {path} for eval failed ({str(e).splitlines()[0][:200]})")
 
-    # XLA by default on one replica (no collectives to compile); frame-level batches are then padded to
-    # a multiple of 60 frames, so at most 5 frame counts compile (measured on 2 CPU cores, batch 64:
-    # MoE 1.3x, FrameLevelLogistic 1.3x, DBoF 1.4x the plain step's examples/s)
-    from . import registry
+    def dataset(self, start_step: int, xla: bool):
+        """The distributed training input; a resumed run reshuffles with a step-dependent seed instead of
+        replaying the first batches; the shuffle buffer is bounded in bytes (a real frame-level record
+        is ~270 kB: 4096 of them 1.1 GB)."""
+        from .data import make_dataset, record_bytes
 
-    xla = tcfg.xla if tcfg.xla is not None else (strategy.num_replicas_in_sync == 1
-                                                  and registry.MODELS[mcfg.model].xla)
-    # a resumed run reshuffles with a step-dependent seed instead of replaying the first batches
-    from .data import record_bytes
+        tcfg = self.tcfg
+        mean = record_bytes(self.files[0])
+        buffer = tcfg.shuffle_buffer if mean is None else int(max(1, min(tcfg.shuffle_buffer,
+                                                                          tcfg.shuffle_mb * 2 ** 20 // mean)))
+        ds = make_dataset(self.files, self.mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
+                          num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
+                          segment_buffer=tcfg.shuffle_buffer, skip_corrupt=tcfg.skip_corrupt,
+                          frame_multiple=60 if xla and not tcfg.segment_labels else 1, readers=tcfg.num_readers)
+        return self.strategy.experimental_distribute_dataset(ds)
 
-    # the shuffle buffer bounded in bytes: a real frame-level record is ~270 kB (4096 of them: 1.1 GB)
-    mean = record_bytes(files[0])
-    buffer = tcfg.shuffle_buffer if mean is None else int(max(1, min(tcfg.shuffle_buffer,
-                                                                      tcfg.shuffle_mb * 2 ** 20 // mean)))
-    ds = make_dataset(files, mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
-                      num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
-                      segment_buffer=tcfg.shuffle_buffer,
-                      skip_corrupt=tcfg.skip_corrupt, frame_multiple=60 if xla and not tcfg.segment_labels else 1,
-                      readers=tcfg.num_readers)
-    ds = strategy.experimental_distribute_dataset(ds)
-    loss_fn = LOSSES[tcfg.label_loss]
+    def step_function(self, xla: bool):
+        """One training step under the strategy: (mean loss, predictions, labels) of the whole batch."""
+        tf, tcfg, model, optimizer, strategy = _tf(), self.tcfg, self.model, self.optimizer, self.strategy
+        from .losses import LOSSES
 
-    def step_fn(inputs, labels, weights):
-        with tf.GradientTape() as tape:
-            preds = model(inputs, training=True)
-            loss = loss_fn(preds, labels, weights)
-            reg = tf.add_n(model.losses) if model.losses else 0.0
-            # gradients are summed over replicas: scale so that they average
-            total = (loss + tcfg.regularization_penalty * reg) / strategy.num_replicas_in_sync
-            scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
-        grads = tape.gradient(scaled, model.trainable_variables)
-        if tcfg.clip_gradient_norm > 0:
-            grads, _ = tf.clip_by_global_norm(grads, tcfg.clip_gradient_norm)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, preds
+        loss_fn = LOSSES[tcfg.label_loss]
 
-    @tf.function(reduce_retracing=True)
-    def train_step(inputs, labels, weights):
-        loss, preds = strategy.run(compiled_step if xla else step_fn, args=(inputs, labels, weights))
-        loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
-        return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
+        def grad_fn(inputs, labels, weights):
+            with tf.GradientTape() as tape:
+                preds = model(inputs, training=True)
+                loss = loss_fn(preds, labels, weights)
+                reg = tf.add_n(model.losses) if model.losses else 0.0
+                # gradients are summed over replicas: scale so that they average
+                total = (loss + tcfg.regularization_penalty * reg) / strategy.num_replicas_in_sync
+                scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
+            return loss, preds, tape.gradient(scaled, model.trainable_variables)
 
-    compiled_step = tf.function(step_fn, jit_compile=True, reduce_retracing=True)  # --xla
+        # XLA compiles the model, the loss and the gradients; the clipping and the optimizer's update run
+        # as TensorFlow's own kernels, on every core (XLA's CPU element-wise loops over the weights were
+        # the slower part: batch 64, 2 cores, Logistic 57 -> 33 ms a step, MoE 265 -> 181 ms)
+        grads_of = tf.function(grad_fn, jit_compile=True, reduce_retracing=True) if xla else grad_fn
 
-    writer = tf.summary.create_file_writer(train_dir if chief else os.path.join(ckpt_dir, "..", "logs"))
-    step = start_step
-    examples = 0
-    t_log = time.perf_counter()
-    ex_log = 0
-    last_loss = float("nan")
-    last_metrics: dict = {}
-    t_start = time.perf_counter()
-    saved_at = start_step
-    interrupted = False
-    logged_at = start_step
-    last = None
+        def step_fn(inputs, labels, weights):
+            loss, preds, grads = grads_of(inputs, labels, weights)
+            if tcfg.clip_gradient_norm > 0:
+                grads, _ = tf.clip_by_global_norm(grads, tcfg.clip_gradient_norm)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, preds
 
-    def log(step, loss, preds, labels_all):
-        """A progress line and TensorBoard scalars of one step (its batch's metrics)."""
-        nonlocal last_loss, last_metrics, t_log, ex_log, logged_at
-        logged_at = step
-        last_loss = float(loss)
+        @tf.function(reduce_retracing=True)
+        def train_step(inputs, labels, weights):
+            loss, preds = strategy.run(step_fn, args=(inputs, labels, weights))
+            loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+            return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
+
+        return train_step
+
+    def loop(self, start_step: int) -> dict:
+        """Steps until --max_steps or the end of the input, logging, checkpointing; a final checkpoint
+        on the way out (also on Ctrl-C, then re-raised so the CLI exits 130)."""
+        from . import registry
+
+        tf, tcfg = _tf(), self.tcfg
+        # XLA by default on one replica (no collectives to compile); frame-level batches are then padded
+        # to a multiple of 60 frames, so at most 5 frame counts compile (measured on 2 CPU cores, batch 64:
+        # MoE 1.3x, FrameLevelLogistic 1.3x, DBoF 1.4x the plain step's examples/s)
+        xla = tcfg.xla if tcfg.xla is not None else (self.strategy.num_replicas_in_sync == 1
+                                                      and registry.MODELS[self.mcfg.model].xla)
+        ds, train_step = self.dataset(start_step, xla), self.step_function(xla)
+        self.log = _Log(self, start_step)
+        step, saved_at, examples, last, interrupted = start_step, start_step, 0, None, False
+        t_start = time.perf_counter()
+        try:
+            for inputs, labels, weights in ds:
+                loss, preds, labels_all = train_step(inputs, labels, weights)
+                step += 1
+                self.step_var.assign(step)
+                examples += int(preds.shape[0])
+                self.log.examples += int(preds.shape[0])
+                last = (step, loss, preds, labels_all)
+                if step % tcfg.log_every == 0 or step == start_step + 1:
+                    self.log(*last)
+                if tcfg.export_model_steps and step % tcfg.export_model_steps == 0:
+                    self.save(step)
+                    saved_at = step
+                if tcfg.max_steps is not None and step >= tcfg.max_steps:
+                    break
+        except KeyboardInterrupt:
+            self.echo("interrupted: saving a final checkpoint")
+            interrupted = True
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            msg = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
+            raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine "
+                            "inspect', or pass --skip-corrupt to drop bad records") from None
+        finally:
+            if last is not None and self.log.logged_at != step:  # the final step's scalars reach TensorBoard too
+                self.log(*last)
+            if step != saved_at or self.manager.latest_checkpoint is None:
+                self.save(step)
+            self.log.writer.flush()
+        elapsed = time.perf_counter() - t_start
+        res = {"steps": step, "loss": self.log.loss, "examples": examples,
+               "examples_per_sec": examples / max(elapsed, 1e-9), "train_dir": tcfg.train_dir,
+               "checkpoint": self.manager.latest_checkpoint, **self.log.metrics}
+        self.echo(f"trained {step - start_step} steps ({examples} examples, {res['examples_per_sec']:.1f} ex/s); "
+                  f"checkpoint {self.manager.latest_checkpoint}")
+        if interrupted:  # saved; now stop as interrupted (the CLI exits 130), so `train && export` stops too
+            raise KeyboardInterrupt
+        return res
+
+
+class _Log:
+    """The progress line and TensorBoard scalars of a logged step (its batch's metrics)."""
+
+    def __init__(self, run: _Run, step: int):
+        tf = _tf()
+        folder = run.tcfg.train_dir if run.chief else os.path.join(run.ckpt_dir, "..", "logs")
+        self.writer = tf.summary.create_file_writer(folder)
+        self.run, self.logged_at, self.examples = run, step, 0
+        self.loss, self.metrics = float("nan"), {}
+        self.t = time.perf_counter()
+
+    def __call__(self, step, loss, preds, labels_all) -> None:
+        tf = _tf()
+        self.logged_at = step
+        self.loss = float(loss)
         r = batch_metrics(preds.numpy(), labels_all.numpy(), top_k=20)
         now = time.perf_counter()
-        eps = ex_log / max(now - t_log, 1e-9)
-        lr = float(optimizer.learning_rate)  # the schedule's current value
-        last_metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
-        echo(f"step {step:>6}  loss {last_loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
-             f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
-        with writer.as_default(step=step):
-            tf.summary.scalar("loss", last_loss)
+        eps = self.examples / max(now - self.t, 1e-9)
+        lr = float(self.run.optimizer.learning_rate)  # the schedule's current value
+        self.metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
+        self.run.echo(f"step {step:>6}  loss {self.loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
+                      f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("loss", self.loss)
             tf.summary.scalar("learning_rate", lr)
             tf.summary.scalar("examples_per_sec", eps)
-            for k, v in last_metrics.items():
+            for k, v in self.metrics.items():
                 tf.summary.scalar(k, v)
-        t_log = now
-        ex_log = 0
-
-    try:
-        for inputs, labels, weights in ds:
-            loss, preds, labels_all = train_step(inputs, labels, weights)
-            step += 1
-            step_var.assign(step)
-            n = int(preds.shape[0])
-            examples += n
-            ex_log += n
-            last = (step, loss, preds, labels_all)
-            if step % tcfg.log_every == 0 or step == start_step + 1:
-                log(*last)
-            if tcfg.export_model_steps and step % tcfg.export_model_steps == 0:
-                save(step)
-                saved_at = step
-            if tcfg.max_steps is not None and step >= tcfg.max_steps:
-                break
-    except KeyboardInterrupt:
-        echo("interrupted: saving a final checkpoint")
-        interrupted = True
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        msg = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
-        raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine inspect', "
-                        "or pass --skip-corrupt to drop bad records") from None
-    finally:
-        if last is not None and logged_at != step:  # the final step's scalars reach TensorBoard too
-            log(*last)
-        if step != saved_at or manager.latest_checkpoint is None:
-            save(step)
-        writer.flush()
-    elapsed = time.perf_counter() - t_start
-    res = {"steps": step, "loss": last_loss, "examples": examples,
-           "examples_per_sec": examples / max(elapsed, 1e-9), "train_dir": train_dir,
-           "checkpoint": manager.latest_checkpoint, **last_metrics}
-    echo(f"trained {step - start_step} steps ({examples} examples, {res['examples_per_sec']:.1f} ex/s); "
-         f"checkpoint {manager.latest_checkpoint}")
-    if interrupted:  # saved; now stop as interrupted (the CLI exits 130), so `train && export` stops too
-        raise KeyboardInterrupt
-    return res
+        self.t, self.examples = now, 0
 
 
 class KerasPredictor:
