@@ -267,6 +267,33 @@ def test_xla_option_trains_the_same(synth_dir, tmp_path, xla):
     np.testing.assert_allclose(losses[xla], losses[None], rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_mixed_precision_trains_on_the_cpu(synth_dir, tmp_path):
+    """--mixed_precision (float16 compute, Keras' loss scaling) with XLA, on the CPU: finite losses, a
+    checkpoint whose ONNX export (float32 weights) predicts as the Keras model does, and the caller's
+    Keras policy left as it was."""
+    import keras
+
+    from yt8m_engine.engine import OnnxModel
+
+    cfg = small_config("DbofModel")
+    lines = []
+    train(cfg, TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=str(tmp_path), batch_size=8,
+                           max_steps=3, log_every=1, mixed_precision=True, xla=True), echo=lines.append)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    losses = [float(ln.split()[3]) for ln in lines if ln.startswith("step")]
+    assert len(losses) == 3 and np.isfinite(losses).all(), lines
+    kp = KerasPredictor(str(tmp_path))
+    onnx_file = sorted((tmp_path / "export").glob("ckpt-3*.onnx"))[0]
+    om = OnnxModel(str(onnx_file))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 20, 1152), dtype=np.uint8)
+    n = np.array([20, 7, 1, 13], np.int32)
+    ref = kp.predict_frames(frames, n)
+    cols = np.asarray(om.info.class_ids)
+    np.testing.assert_allclose(om.predict_frames(frames, n), ref[:, cols], atol=1e-5)
+
+
 def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path):
     """TensorFlow's native start-up lines (absl, CUDA stub, oneDNN) never reach the user's terminal."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -135,6 +135,18 @@ def train(mcfg: ModelConfig, tcfg: TrainConfig, start_new_model: bool = False, e
     """
     run = _Run(mcfg, tcfg, workers, task_index, echo)
     run.prepare(start_new_model)
+    _tf()  # (TensorFlow and Keras loaded quietly)
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(run, start_from_dir)
+    finally:  # --mixed_precision sets Keras' global policy: not left behind for the caller
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(run: "_Run", start_from_dir: str | None) -> dict:
+    mcfg, tcfg = run.mcfg, run.tcfg
     run.build()
     if run.manager.latest_checkpoint:
         run.ckpt.restore(run.manager.latest_checkpoint).assert_existing_objects_matched()
