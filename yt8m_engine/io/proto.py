@@ -303,19 +303,29 @@ def _read_float_bytes(buf, ls, le, out_u8, o):
 
 
 @njit(cache=True, nogil=True)
+def _checked_kind(buf, s, e, want, key, r, err, aux):
+    """(ok, kind, value span) of the Feature at [s, e): ok when it is of kind `want` or empty; else
+    err/aux of record r are set (E_PROTO, or E_TYPE naming `key`)."""
+    kind, ls, le, ok = _feature_kind(buf, s, e)
+    if not ok:
+        err[r] = E_PROTO
+        return False, kind, ls, le
+    if kind != want and kind != KIND_NONE:
+        err[r] = E_TYPE
+        aux[r, 0] = key
+        aux[r, 1] = kind
+        return False, kind, ls, le
+    return True, kind, ls, le
+
+
+@njit(cache=True, nogil=True)
 def _typed_span(buf, vs, ve, r, k, want, err, aux, cnt):
     """Check that context key k of record r is of kind want; set cnt[r, k] to its value count."""
     if vs[r, k] < 0:
         cnt[r, k] = 0
         return True
-    kind, ls, le, ok = _feature_kind(buf, vs[r, k], ve[r, k])
+    ok, kind, ls, le = _checked_kind(buf, vs[r, k], ve[r, k], want, k, r, err, aux)
     if not ok:
-        err[r] = E_PROTO
-        return False
-    if kind != want and kind != KIND_NONE:
-        err[r] = E_TYPE
-        aux[r, 0] = k
-        aux[r, 1] = kind
         return False
     vs[r, k] = ls
     ve[r, k] = le
@@ -441,14 +451,8 @@ def _count_frames(buf, p, q_end, j, prefix, prefix_len, size, err, aux, r):
 def _video_feature(buf, r, j, fs, fe, size, err, aux):
     """Video-level feature j: a float list of `size` values (its span narrowed to them); False with
     err/aux set otherwise."""
-    kind, ls, le, ok2 = _feature_kind(buf, fs[r, j], fe[r, j])
-    if not ok2:
-        err[r] = E_PROTO
-        return False
-    if kind != KIND_FLOAT and kind != KIND_NONE:
-        err[r] = E_TYPE
-        aux[r, 0] = K_FEATURE0 + j
-        aux[r, 1] = kind
+    ok, kind, ls, le = _checked_kind(buf, fs[r, j], fe[r, j], KIND_FLOAT, K_FEATURE0 + j, r, err, aux)
+    if not ok:
         return False
     m = _count_values(buf, ls, le, KIND_FLOAT) if kind == KIND_FLOAT else 0
     if m < 0:
