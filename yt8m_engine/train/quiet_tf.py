@@ -9,7 +9,9 @@ Modules of train/ take `tf` from here instead of importing tensorflow themselves
 
 TensorFlow's CPU tensors come from its BFC allocator (TF_CPU_ALLOCATOR_USE_BFC, unless set otherwise):
 with malloc, every buffer over glibc's 32 MB mmap ceiling (a MoE's 53 MB gate gradient) was fresh
-pages each step, 22 000 page faults a step at batch 64 (MoE 190 -> 160 ms a step, +65 MB peak RSS).
+pages each step, 22 000 page faults a step at batch 64 (MoE 190 -> 127 ms a step; peak RSS the same
+for most models, ~100 MB more for the MoE). TensorFlow caps that pool at 64 GB unless
+TF_CPU_BFC_MEM_LIMIT_IN_MB says otherwise; TF_CPU_ALLOCATOR_USE_BFC=false restores malloc.
 
 Keras is imported here too, with matplotlib.pyplot out of its reach: Keras imports pyplot at start-up
 where matplotlib is installed (for plotting helpers this engine never calls), ~1 s and 12 MB of every
