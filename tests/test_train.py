@@ -314,7 +314,7 @@ def test_training_process_stays_lean(synth_dir, tmp_path):
     import glob
 
     from yt8m_engine.io.tfrecord import record_blocks
-    from yt8m_engine.train.data import record_bytes
+    from yt8m_engine.io.framing import mean_record_bytes as record_bytes
 
     code = ("import sys; from yt8m_engine.cli import main; sys.argv = ['yt8m-engine'] + sys.argv[1:]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"

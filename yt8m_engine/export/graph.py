@@ -138,13 +138,14 @@ def bn_affine(bn):
 
 def scaled_dense(g: Graph, x, inv, kernel, bias=None, pre_bn=None):
     """dense(bn(x * inv)) computed as (x @ W') * inv + b' (the normalisation is a per-frame scale)."""
-    w = np.asarray(kernel, np.float32)
-    b = np.zeros(w.shape[1], np.float32) if bias is None else np.asarray(bias, np.float32)
-    if pre_bn is not None:  # bn(z) = z * a + c  =>  bn(z) @ W = z @ (a W) + c @ W
-        a, c = bn_affine(pre_bn)
-        b = b + c @ w
-    del w  # W' is made when written
-    y = g.op("Mul", [g.op("MatMul", [x, g.const(lambda: np.asarray(kernel, np.float32) if pre_bn is None
-                                                else bn_affine(pre_bn)[0][:, None] * np.asarray(kernel, np.float32))]),
-                     inv])
+    a, c = bn_affine(pre_bn) if pre_bn is not None else (None, None)
+
+    def w():  # W' = a W, made when the model is written
+        k = np.asarray(kernel, np.float32)
+        return k if a is None else a[:, None] * k
+
+    b = np.zeros(np.shape(kernel)[1], np.float32) if bias is None else np.asarray(bias, np.float32)
+    if c is not None:  # bn(z) = z * a + c  =>  bn(z) @ W = z @ (a W) + c @ W
+        b = b + c @ np.asarray(kernel, np.float32)
+    y = g.op("Mul", [g.op("MatMul", [x, g.const(w)]), inv])
     return g.op("Add", [y, g.const(b)]) if (bias is not None or pre_bn is not None) else y

@@ -162,7 +162,8 @@ def extract(videos: list[str], output: str, *, input_videos_csv: str | None = No
             frames += len(vf.rgb)
             prog.update(i + 1, frames=frames)
     prog.close()
-    return {"output": ", ".join(outputs) if shards <= 3 else f"{outputs[0]} ... ({shards} files)", "videos": written, "frames": frames, "failed": len(failed),
+    return {"output": ", ".join(outputs) if shards <= 3 else f"{outputs[0]} ... ({shards} files)",
+            "videos": written, "frames": frames, "failed": len(failed),
             "audio": "zeros" if insert_zero_audio_features else "none"}
 
 

@@ -9,20 +9,11 @@ import zlib
 from typing import NamedTuple
 
 import numpy as np
-from crc32c import crc32c as _crc32c
 from numba import njit
 
 from ..errors import Yt8mError
 from .files import AtomicWriter, open_input, read_full
-
-
-def masked_crc(data) -> int:
-    """TFRecord's masked CRC32C of a bytes-like object (hardware CRC32C from the `crc32c` package)."""
-    c = _crc32c(data)
-    return (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF
-
-
-MASK_DELTA = 0xA282EAD8
+from .framing import MASK_DELTA, masked_crc, valid_header
 
 # Framing status codes (shared with proto.py's record errors).
 OK = 0
@@ -184,7 +175,7 @@ def _uncompressed(f, path: str):
     a valid TFRecord header and does open with the GZIP or ZLIB magic."""
     head = f.read(12)
     f.seek(0)
-    if len(head) == 12 and masked_crc(head[:8]) == int.from_bytes(head[8:12], "little"):
+    if valid_header(head):
         return f, False
     if head[:2] == b"\x1f\x8b":
         import gzip

@@ -6,8 +6,6 @@ Each element is (inputs, labels [C] float, weights): inputs are {"features"} or
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .quiet_tf import tf
 
 from .. import format as fmt
@@ -103,32 +101,6 @@ def _segments(cfg: ModelConfig):
     return expand
 
 
-def record_bytes(path: str, records: int = 256) -> float | None:
-    """The mean size of a file's first records, from their headers (None where it cannot be read here:
-    a URL without fsspec, a compressed or damaged file). Plain Python: no Numba in the training process."""
-    from crc32c import crc32c
-
-    from ..io.files import open_input
-
-    sizes = []
-    try:
-        f, _ = open_input(path)
-        with f:
-            while len(sizes) < records:
-                head = f.read(12)
-                if len(head) < 12:
-                    break
-                crc = crc32c(head[:8])
-                if (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF != int.from_bytes(head[8:], "little"):
-                    return None  # not a TFRecord header (the masked CRC32C of the length)
-                n = int.from_bytes(head[:8], "little")
-                f.seek(n + 4, 1)
-                sizes.append(n + 16)
-    except Exception:  # noqa: BLE001 - the count default stands
-        return None
-    return float(np.mean(sizes)) if sizes else None
-
-
 def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segments: bool = False,
                  training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
                  segment_buffer: int | None = None,
@@ -138,7 +110,7 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
     batches padded to a multiple of `frame_multiple` frames.
 
     Memory is bounded: the shuffle buffer holds `shuffle_buffer` serialized records (the trainer sizes it
-    from a byte budget, see record_bytes), and at most two finished batches wait ahead of the model
+    from a byte budget, see io.framing.mean_record_bytes), and at most two finished batches wait ahead of the model
     (a frame-level batch of 1024 videos of 300 frames is 354 MB of uint8)."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:

@@ -43,18 +43,17 @@ def _import_quietly():
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to silence
-        import keras  # noqa: F401
-        import tensorflow
-
-        return tensorflow
+        saved = None
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
+        if saved is not None:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
         import keras  # noqa: F401
         import tensorflow
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
     return tensorflow
 
 

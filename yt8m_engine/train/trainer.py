@@ -243,10 +243,11 @@ class _Run:
         """The distributed training input; a resumed run reshuffles with a step-dependent seed instead of
         replaying the first batches; the shuffle buffer is bounded in bytes (a real frame-level record
         is ~270 kB: 4096 of them 1.1 GB)."""
-        from .data import make_dataset, record_bytes
+        from ..io.framing import mean_record_bytes
+        from .data import make_dataset
 
         tcfg = self.tcfg
-        mean = record_bytes(self.files[0])
+        mean = mean_record_bytes(self.files[0])
         buffer = tcfg.shuffle_buffer if mean is None else int(max(1, min(tcfg.shuffle_buffer,
                                                                           tcfg.shuffle_mb * 2 ** 20 // mean)))
         ds = make_dataset(self.files, self.mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
@@ -312,8 +313,9 @@ class _Run:
                 loss, preds, labels_all = train_step(inputs, labels, weights)
                 step += 1
                 self.step_var.assign(step)
-                examples += int(preds.shape[0])
-                self.log.examples += int(preds.shape[0])
+                n = int(preds.shape[0])
+                examples += n
+                self.log.examples += n
                 last = (step, loss, preds, labels_all)
                 if step % tcfg.log_every == 0 or step == start_step + 1:
                     self.log(*last)
