@@ -10,7 +10,10 @@ Baseline (feature_extractor/extract_tfrecords_main.py): every frame decoded in t
 1 fps frames picked by timestamp (its frame_iterator), each picked frame fed alone at DecodeJpeg:0 in one
 session.run for pool_3/_reshape, the PCA per frame in NumPy, rounding quantization.
 Ours: the `yt8m-engine extract` command (decoding on a thread of its own, frames batched through the
-graph, PCA on the batch).
+graph, PCA on the batch), RGB only (`--insert_zero_audio_features`, as the baseline) for the ratio; a
+third run adds VGGish audio features (stand-in checkpoint of the real shapes: 72 M parameters), whose
+cost is printed beside it (the baseline has no audio to compare with).
+The videos carry a 44.1 kHz stereo AAC track.
 
 Each side runs as a process of its own (wall time, peak RSS: proc.py), alternated --repeat times; the
 median is reported. Prints: NAME ours=X baseline=Y ratio=Z (peak RSS, machine).
@@ -97,12 +100,23 @@ def make_video(path, seconds, w=640, h=360, rate=25):
     out = av.open(path, "w")
     s = out.add_stream("libx264", rate=rate)
     s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    a = out.add_stream("aac", rate=44100)
+    a.layout = "stereo"
     yy, xx = np.mgrid[0:h, 0:w]
     for i in range(seconds * rate):
         img = np.stack([(xx + 3 * i) % 256, (yy + i) % 256, (xx + yy + 7 * i) % 256], -1).astype(np.uint8)
         for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
             out.mux(p)
     for p in s.encode():
+        out.mux(p)
+    t = np.arange(seconds * 44100) / 44100
+    wave = np.stack([np.sin(2 * np.pi * (200 + 30 * t) * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32) * 0.3
+    for i in range(0, wave.shape[1], 1024):
+        fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="stereo")
+        fr.sample_rate, fr.pts = 44100, i
+        for p in a.encode(fr):
+            out.mux(p)
+    for p in a.encode():
         out.mux(p)
     out.close()
 
@@ -117,29 +131,38 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench_extract_")
     model_dir = a.model_dir or os.path.join(tmp, "yt8m")
     if not a.model_dir:
+        from yt8m_engine.extract.standin import write_vggish_standin
+
         t = time.perf_counter()
         realistic_standin(model_dir)
-        print(f"stand-in Inception-v3 graph written in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        write_vggish_standin(model_dir)
+        print(f"stand-in Inception-v3 graph and VGGish checkpoint written in {time.perf_counter() - t:.0f} s",
+              file=sys.stderr)
     videos = [os.path.join(tmp, f"v{i}.mp4") for i in range(a.videos)]
     for v in videos:
         make_video(v, a.seconds)
     frames = a.videos * a.seconds
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    ours_cmd = [sys.executable, "-m", "yt8m_engine.cli", "extract", *videos, "--output_tfrecords_file",
-                os.path.join(tmp, "out.tfrecord"), "--model_dir", model_dir, "-q"]
+    audio_cmd = [sys.executable, "-m", "yt8m_engine.cli", "extract", *videos, "--output_tfrecords_file",
+                 os.path.join(tmp, "out.tfrecord"), "--model_dir", model_dir, "-q"]
+    ours_cmd = audio_cmd + ["--insert_zero_audio_features"]
     base_cmd = [sys.executable, "-c", BASELINE, model_dir, *videos]
-    ours, base = [], []
+    ours, base, audio = [], [], []
     for _ in range(a.repeat):
         ours.append(timed(ours_cmd, env)[:2])
         s, rss, out = timed(base_cmd, env)
         assert int(out.split()[-1]) == frames, out
         base.append((s, rss))
+        audio.append(timed(audio_cmd, env)[:2])
     o = sorted(ours)[len(ours) // 2]
     b = sorted(base)[len(base) // 2]
+    w = sorted(audio)[len(audio) // 2]
     machine = f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     print(f"extract frames/s ({a.videos} videos x {a.seconds} s, 640x360 25 fps H.264, Inception-sized stand-in): "
           f"ours={frames / o[0]:.2f} ({o[0]:.1f} s, peak RSS {o[1]:.0f} MB) "
           f"baseline={frames / b[0]:.2f} ({b[0]:.1f} s, peak RSS {b[1]:.0f} MB) ratio={b[0] / o[0]:.2f}x ({machine})")
+    print(f"extract with VGGish audio: {frames / w[0]:.2f} frames/s ({w[0]:.1f} s, peak RSS {w[1]:.0f} MB): "
+          f"the audio costs {100 * (w[0] / o[0] - 1):.0f}% over RGB only")
 
 
 if __name__ == "__main__":

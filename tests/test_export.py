@@ -11,7 +11,7 @@ from yt8m_engine import format as fmt
 from yt8m_engine.engine import OnnxModel
 from yt8m_engine.train.config import MODELS
 
-from test_train import small_config
+from reference import small_config
 
 pytest.importorskip("tensorflow")
 ort = pytest.importorskip("onnxruntime")

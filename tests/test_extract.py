@@ -22,9 +22,35 @@ def color(second):
     return np.array([(37 * second) % 256, (91 * second + 40) % 256, (17 * second + 200) % 256], np.uint8)
 
 
-def write_video(path, times, codec="libx264", size=(64, 48), tone=False, rate=25):
+def signal(n, rate):
+    """A test sound, a function of time (the same at any sample rate): a 440 Hz tone whose loudness
+    changes every second, and a quieter 1500 Hz and a rising chirp."""
+    t = np.arange(n) / rate
+    return 0.25 * np.sin(2 * np.pi * 440 * t) * (1 + np.floor(t) % 3) / 3 + \
+        0.05 * np.sin(2 * np.pi * 1500 * t) + 0.03 * np.sin(2 * np.pi * (300 + 400 * t) * t)
+
+
+def write_pcm(out, a, rate, channels, seconds):
+    """16-bit PCM audio into stream a: the signal alone (mono), or twice the signal left and silence right
+    (their mean is the signal)."""
+    n = int(rate * seconds)
+    x = signal(n, rate)[None] if channels == 1 else np.stack([2 * signal(n, rate), np.zeros(n)])
+    w = np.round(x * 32767).astype(np.int16)
+    for i in range(0, n, 1024):
+        fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(w[:, i:i + 1024].T.reshape(1, -1)), format="s16",
+                                        layout=a.layout.name)
+        fr.sample_rate, fr.pts = rate, i
+        for p in a.encode(fr):
+            out.mux(p)
+    for p in a.encode():
+        out.mux(p)
+    return w[0] / 32767 if channels == 1 else None
+
+
+def write_video(path, times, codec="libx264", size=(64, 48), tone=False, rate=25, pcm=None):
     """A video whose frame at time t shows the color of second floor(t); frames at the given times (a
-    variable frame rate when they are irregular); a 440 Hz tone as audio when asked."""
+    variable frame rate when they are irregular); a 440 Hz tone as AAC audio when asked, or the test
+    sound as PCM (pcm=(sample rate, channels)); returns the path (and the mono PCM waveform)."""
     out = av.open(str(path), "w")
     s = out.add_stream(codec, rate=rate)
     s.width, s.height = size
@@ -34,6 +60,9 @@ def write_video(path, times, codec="libx264", size=(64, 48), tone=False, rate=25
     if tone:
         a = out.add_stream("aac", rate=16000)
         a.layout = "mono"
+    if pcm:
+        a = out.add_stream("pcm_s16le", rate=pcm[0])
+        a.layout = "mono" if pcm[1] == 1 else "stereo"
     for t in times:
         img = np.broadcast_to(color(int(t)), (size[1], size[0], 3)).copy()
         f = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -43,6 +72,10 @@ def write_video(path, times, codec="libx264", size=(64, 48), tone=False, rate=25
             out.mux(p)
     for p in s.encode():
         out.mux(p)
+    if pcm:
+        wave = write_pcm(out, a, *pcm, max(times) + 1)
+        out.close()
+        return str(path), wave
     if a is not None:
         n = int(16000 * (max(times) + 1))
         wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)[None]
@@ -68,6 +101,8 @@ def videos(tmp_path_factory):
         "broken": str(_write(d / "broken.mp4", os.urandom(5000))),
         "empty": str(_write(d / "empty.mp4", b"")),
         "audio_only": _audio_only(d / "tone.m4a"),
+        "pcm": write_video(d / "pcm.mkv", [i / 10 for i in range(45)], pcm=(16000, 1)),      # 16 kHz mono PCM
+        "pcm48": write_video(d / "pcm48.mov", [i / 10 for i in range(45)], pcm=(48000, 2))[0],
     }
 
 
@@ -138,6 +173,92 @@ def reference_features(model_dir, frames):
     return np.clip(q, 0, 255).astype(np.uint8), x
 
 
+def reference_log_mel(wave, n, fps=1.0):
+    """VGGish's input (vggish_input / mel_features), plainly: per example k and 10 ms frame j, 400 samples
+    from (round(k * 100 / fps) + j) * 160 (zeros past the end), periodic Hann, |512-point FFT|, the mel
+    triangles built bin by bin, log(mel + 0.01)."""
+    def mel(hz):
+        return 1127.0 * np.log(1.0 + hz / 700.0)
+
+    bins = mel(np.linspace(0, 8000, 257))
+    edges = np.linspace(mel(125.0), mel(7500.0), 66)
+    m = np.zeros((257, 64))
+    for i in range(64):
+        lo, c, hi = edges[i:i + 3]
+        for b in range(1, 257):                    # the DC bin's row stays zero
+            m[b, i] = max(0.0, min((bins[b] - lo) / (c - lo), (hi - bins[b]) / (hi - c)))
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)
+    out = np.zeros((n, 96, 64))
+    for k in range(n):
+        for j in range(96):
+            a = (int(round(k * 100 / fps)) + j) * 160
+            seg = np.zeros(400)
+            part = wave[a:a + 400]
+            seg[:len(part)] = part
+            out[k, j] = np.log(np.abs(np.fft.rfft(seg * hann, 512)) @ m + 0.01)
+    return out
+
+
+def reference_vggish(model_dir, examples):
+    """VGGish (vggish_slim) in float64 NumPy from the checkpoint, then vggish_postprocess: the PCA, clip,
+    (x + 2) * 255 / 4 truncated to uint8. Returns (embeddings, PCA'd features, quantized)."""
+    reader = tf.train.load_checkpoint(f"{model_dir}/vggish_model.ckpt")
+
+    def get(name):
+        return reader.get_tensor(f"vggish/{name}/weights"), reader.get_tensor(f"vggish/{name}/biases")
+
+    def conv(x, name):                             # 3 x 3, stride 1, SAME, ReLU
+        w, b = get(name)
+        h, wd = x.shape[1:3]
+        p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return np.maximum(sum(p[:, i:i + h, j:j + wd] @ w[i, j] for i in range(3) for j in range(3)) + b, 0)
+
+    def pool(x):                                   # 2 x 2, stride 2 (the sizes here are even)
+        n, h, w, c = x.shape
+        return x.reshape(n, h // 2, 2, w // 2, 2, c).max((2, 4))
+
+    x = np.asarray(examples, np.float64)[..., None]
+    x = pool(conv(x, "conv1"))
+    x = pool(conv(x, "conv2"))
+    x = pool(conv(conv(x, "conv3/conv3_1"), "conv3/conv3_2"))
+    x = pool(conv(conv(x, "conv4/conv4_1"), "conv4/conv4_2")).reshape(len(x), -1)
+    for name in ("fc1/fc1_1", "fc1/fc1_2"):
+        w, b = get(name)
+        x = np.maximum(x @ w + b, 0)
+    w, b = get("fc2")
+    emb = x @ w + b                                # no activation
+    pca = np.load(f"{model_dir}/vggish_pca_params.npz")
+    feats = (pca["pca_eigen_vectors"] @ (emb.T - pca["pca_means"])).T
+    return emb, feats, ((np.clip(feats, -2, 2) + 2) * (255 / 4)).astype(np.uint8)
+
+
+def close_in_bins(got, ref):
+    """float32 against a float64 reference moves a value across a bin edge now and then, by one step."""
+    diff = np.abs(got.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99, ((diff > 0).mean(), diff.max())
+
+
+def test_audio_features_match_plain_references(model_dir):
+    from yt8m_engine.extract.audio import Vggish, log_mel_examples
+    from yt8m_engine.extract.features import quantize
+
+    wave = signal(3 * 16000 + 123, 16000)
+    for n, fps in ((4, 1.0), (7, 2.0)):            # the last examples run past the end: silence
+        ours = log_mel_examples(wave, n, fps)
+        assert ours.shape == (n, 96, 64) and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, reference_log_mel(wave, n, fps), atol=2e-5)
+    ex = reference_log_mel(wave, 4)
+    emb, feats, q = reference_vggish(model_dir, ex)
+    v = Vggish(model_dir)
+    got = v.embeddings(ex.astype(np.float32))
+    np.testing.assert_allclose(got, emb, rtol=1e-4, atol=1e-4 * np.abs(emb).max())
+    f = v(wave, 4)
+    np.testing.assert_allclose(f, feats, atol=1e-3 * np.abs(feats).max())
+    close_in_bins(quantize(f), q)
+    assert 10 < q.std() and len(np.unique(q)) > 100     # the stand-in's features use the 8 bits
+    assert not np.array_equal(q[0], q[1])               # louder each second: different features
+
+
 def test_extract_writes_the_dataset_layout_with_reference_features(videos, model_dir, tmp_path):
     from yt8m_engine.extract.video import sample_frames
     from yt8m_engine.io.inspect import inspect
@@ -149,7 +270,7 @@ def test_extract_writes_the_dataset_layout_with_reference_features(videos, model
     r = subprocess.run(CLI + ["extract", "--input_videos_csv", str(csv), "--output_tfrecords_file", out,
                               "--model_dir", model_dir], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "3 videos" in r.stdout and "audio: zeros" in r.stdout
+    assert "3 videos" in r.stdout and "audio: VGGish; 2 videos without an audio stream: zero audio" in r.stdout
     b = read_all(out)
     assert [list(b.video_labels(i)) for i in range(3)] == [[2, 5], [7], []]
     assert list(b.num_frames) == [7, 3, 4] and b.ids[0] == videos["mp4"]
@@ -159,7 +280,8 @@ def test_extract_writes_the_dataset_layout_with_reference_features(videos, model
     # now and then (by one step), nothing more
     diff = np.abs(got[:, :1024].astype(int) - ref)
     assert diff.max() <= 1 and (diff == 0).mean() > 0.995, ((diff > 0).mean(), diff.max())
-    assert not got[:, 1024:].any()                            # zero audio, as the starter's extractor
+    assert got[:, 1024:].std() > 5                            # VGGish audio from the AAC tone
+    assert not b.video_frames(1)[:, 1024:].any()              # no audio stream: zero audio
     assert inspect(out).totals()["corrupt"] == 0
     # TensorFlow's parser reads it as the dataset
     rec = next(iter(tf.data.TFRecordDataset(out)))
@@ -184,6 +306,36 @@ def test_extract_writes_the_dataset_layout_with_reference_features(videos, model
     assert r.returncode == 0, r.stderr[-2000:]
     parts = [read_all(str(tmp_path / f"s-0000{i}-of-00002.tfrecord")) for i in range(2)]
     assert [p.ids for p in parts] == [[b.ids[0], b.ids[2]], [b.ids[1]]]
+
+
+def test_extract_audio_equals_the_reference_on_the_decoded_waveform(videos, model_dir, tmp_path):
+    """16 kHz mono PCM: the records' audio is the reference pipeline on the exact samples; 48 kHz stereo
+    PCM of the same sound (twice it left, silence right) resamples and averages to nearly the same."""
+    from yt8m_engine.io.reader import read_all
+
+    path, wave = videos["pcm"]
+    out = str(tmp_path / "a.tfrecord")
+    r = subprocess.run(CLI + ["extract", path, videos["pcm48"], "--output_tfrecords_file", out, "--model_dir",
+                              model_dir], capture_output=True, text=True)
+    assert r.returncode == 0 and "audio: VGGish" in r.stdout and "without" not in r.stdout, r.stderr[-2000:]
+    b = read_all(out)
+    assert list(b.num_frames) == [5, 5]
+    _, feats, q = reference_vggish(model_dir, reference_log_mel(wave, 5))
+    close_in_bins(b.video_frames(0)[:, 1024:], q)
+    ctx = tf.io.parse_single_sequence_example(next(iter(tf.data.TFRecordDataset(out))), context_features={
+        "mean_audio": tf.io.FixedLenFeature([128], tf.float32)})[0]
+    np.testing.assert_allclose(ctx["mean_audio"].numpy(), feats.mean(0), atol=1e-3 * np.abs(feats).max())
+    d = np.abs(b.video_frames(1)[:, 1024:].astype(int) - q.astype(int))
+    assert d.mean() < 1.0 and np.percentile(d, 99) <= 3, (d.mean(), d.max())
+    # the starter extractor's records: zero audio; or none at all
+    for flag, lists in (("--insert_zero_audio_features", ["audio", "rgb"]), ("--insert_zero_audio_features=false", ["rgb"])):
+        r = subprocess.run(CLI + ["extract", path, "--output_tfrecords_file", out, "--model_dir", model_dir, flag],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        seq = tf.train.SequenceExample.FromString(next(iter(tf.data.TFRecordDataset(out))).numpy())
+        assert sorted(seq.feature_lists.feature_list) == lists
+        if "audio" in lists:
+            assert not b"".join(f.bytes_list.value[0] for f in seq.feature_lists.feature_list["audio"].feature).strip(b"\0")
 
 
 def test_bad_videos_stop_the_run_or_are_skipped_and_counted(videos, model_dir, tmp_path):

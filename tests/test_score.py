@@ -11,7 +11,7 @@ from yt8m_engine import Yt8mError
 from yt8m_engine.io.reader import read_all
 from yt8m_engine.score import score
 
-from test_metrics import ref_segment_map
+from reference import ref_segment_map
 
 
 @pytest.fixture()

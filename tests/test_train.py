@@ -9,20 +9,12 @@ import numpy as np
 import pytest
 
 from yt8m_engine import Yt8mError
-from yt8m_engine.train.config import FRAME_MODELS, MODELS, ModelConfig, TrainConfig, load_config
+from yt8m_engine.train.config import MODELS, TrainConfig, load_config
 from yt8m_engine.train.trainer import KerasPredictor, latest_checkpoint, train
 
+from reference import small_config
+
 tf = pytest.importorskip("tensorflow")
-
-SMALL = dict(dbof_cluster_size=64, dbof_hidden_size=32, lstm_cells=16, lstm_layers=2, netvlad_cluster_size=8,
-             netvlad_hidden_size=32, nextvlad_cluster_size=8, nextvlad_hidden_size=32, iterations=10,
-             batch_norm_momentum=0.9)
-
-
-def small_config(model, **kw):
-    frame = model in FRAME_MODELS
-    names = ["rgb", "audio"] if frame else ["mean_rgb", "mean_audio"]
-    return ModelConfig(model=model, frame_features=frame, feature_names=names, **{**SMALL, **kw})
 
 
 def pattern(data, frame=True):

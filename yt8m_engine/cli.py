@@ -419,7 +419,7 @@ def extract_options(f):
         click.argument("videos", nargs=-1),
         opt("input-videos-csv", default=None, help="lines <video_file>,<label;label;...> (labels optional)"),
         opt("model-dir", default="~/yt8m", show_default=True,
-            help="classify_image_graph_def.pb and the PCA files (downloaded there when missing)"),
+            help="classify_image_graph_def.pb, the PCA files and VGGish's (downloaded there when missing)"),
         opt("frames-per-second", type=float, default=1.0, show_default=True),
         opt("max-frames", type=int, default=300, show_default=True),
         opt("skip-corrupt", is_flag=True, help="leave out (and count) videos that cannot be read")]):
@@ -437,8 +437,9 @@ def extract_options(f):
 @opt("labels-feature-key", default="labels", show_default=True)
 @opt("image-feature-key", default="rgb", show_default=True)
 @opt("video-file-feature-key", default="id", show_default=True)
-@bopt("insert-zero-audio-features", default=True, show_default=True,
-      help="128 zero bytes of audio a frame (no VGGish audio features yet)")
+@bopt("insert-zero-audio-features", default=None,
+      help="128 zero bytes of audio a frame, as the starter's extractor (default: VGGish audio features, "
+           "vggish_model.ckpt and vggish_pca_params.npz in --model-dir; =false: no audio)")
 def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, skip_corrupt, output_tfrecords_file,
             skip_frame_level_features, labels_feature_key, image_feature_key, video_file_feature_key,
             insert_zero_audio_features, shards, providers):
@@ -456,9 +457,11 @@ def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, 
                     image_feature_key=image_feature_key, video_file_feature_key=video_file_feature_key,
                     insert_zero_audio_features=insert_zero_audio_features, skip_corrupt=skip_corrupt,
                     shards=shards, echo=lambda s: click.echo(s, err=True))
+    audio = {"vggish": "audio: VGGish", "zeros": "audio: zeros (--insert_zero_audio_features)", "none": "no audio"}
     click.echo(f"wrote {r['output']}: {r['videos']} videos, {r['frames']} frames"
-               + (f"; {r['failed']} videos skipped" if r["failed"] else "")
-               + ("; audio: zeros (no VGGish features)" if r["audio"] == "zeros" else "; no audio"))
+               + (f"; {r['failed']} videos skipped" if r["failed"] else "") + "; " + audio[r["audio"]]
+               + (f"; {r['without_audio_stream']} videos without an audio stream: zero audio"
+                  if r["without_audio_stream"] else ""))
 
 
 @cli.command()

@@ -1,10 +1,11 @@
 """`yt8m-engine extract` (videos -> YouTube-8M TFRecords) and `predict` (videos -> labels).
 
 Per video: frames at --frames_per_second by timestamps (a decoding thread, overlapped with the model),
-batches of same-sized frames through Inception-v3, the YouTube-8M PCA, quantization; audio: 128 zero
-bytes a frame with --insert_zero_audio_features (VGGish is not built yet: the records say so only by
-their zero audio, as the starter's extractor's did). Memory: one batch of decoded frames and one
-video's features, whatever the video's length.
+batches of same-sized frames through Inception-v3, the YouTube-8M PCA, quantization; audio: VGGish
+features, one per frame (audio.py; the decoding thread reads the audio after the frames), or 128 zero
+bytes a frame with --insert_zero_audio_features (the starter extractor's way) and for a video without an
+audio stream. Memory: one batch of decoded frames, the first max_frames seconds of audio and one video's
+features, whatever the video's length.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from .. import format as fmt
 from ..errors import Yt8mError
+from .audio import Vggish, decode_audio
 from .features import Inception, Pca, ensure_model_files, quantize
 from .video import sample_frames
 
@@ -32,18 +34,34 @@ class VideoFeatures:
     rgb: np.ndarray                    # uint8 [frames, 1024]
     rgb_float: np.ndarray              # float32 [frames, 1024] (before quantization)
     labels: list = field(default_factory=list)
+    audio: np.ndarray | None = None    # uint8 [frames, 128] (None: no audio asked for)
+    audio_float: np.ndarray | None = None
+    audio_stream: bool = True          # False: the video has none (zero audio written)
+
+
+AUDIO_MODES = ("vggish", "zeros", "none")
+
+
+class _Wave:
+    def __init__(self, wave):
+        self.wave = wave
 
 
 class Extractor:
+    """audio: "vggish" (features as the dataset's), "zeros" (128 zero bytes a frame) or "none"."""
+
     def __init__(self, model_dir: str = "~/yt8m", frames_per_second: float = 1.0, max_frames: int = fmt.MAX_FRAMES,
-                 download: bool = True):
+                 download: bool = True, audio: str = "vggish"):
         model_dir = os.path.expanduser(model_dir)
         if frames_per_second <= 0 or max_frames < 1:
             raise Yt8mError("--frames_per_second must be positive and --max_frames at least 1")
-        ensure_model_files(model_dir, download)
+        if audio not in AUDIO_MODES:
+            raise ValueError(f"audio must be one of {AUDIO_MODES}")
+        ensure_model_files(model_dir, download, audio=audio == "vggish")
         self.inception = Inception(model_dir)
         self.pca = Pca(model_dir)
-        self.fps, self.max_frames = frames_per_second, max_frames
+        self.vggish = Vggish(model_dir) if audio == "vggish" else None
+        self.fps, self.max_frames, self.audio = frames_per_second, max_frames, audio
 
     def features(self, path: str, labels=()) -> VideoFeatures:
         """One video's features; decoding runs on a thread of its own while the model runs."""
@@ -52,36 +70,54 @@ class Extractor:
 
         def decode():
             try:
-                batch = []
+                batch, n = [], 0
                 for frame in sample_frames(path, self.fps, self.max_frames):
                     if batch and frame.shape != batch[0].shape:  # a size change mid-video: a batch of its own
                         q.put(np.stack(batch))
+                        n += len(batch)
                         batch = []
                     batch.append(frame)
                     if len(batch) == BATCH:
                         q.put(np.stack(batch))
+                        n += len(batch)
                         batch = []
                 if batch:
                     q.put(np.stack(batch))
+                    n += len(batch)
+                if self.vggish is not None and n:   # the audio the frames cover (0.96 s past the last)
+                    q.put(_Wave(decode_audio(path, n / self.fps + 1.0)))
                 q.put(done)
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 q.put(e)
 
         t = threading.Thread(target=decode, daemon=True)
         t.start()
-        feats = []
+        feats, wave = [], None
         while True:
             item = q.get()
             if item is done:
                 break
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, _Wave):
+                wave = item
+                continue
             feats.append(self.pca(self.inception(item)))
         t.join()
         if not feats:
             raise Yt8mError(f"{path}: no frames could be decoded (an empty or zero-length video)")
         x = np.concatenate(feats).astype(np.float32)
-        return VideoFeatures(path, quantize(x), x, list(labels))
+        vf = VideoFeatures(path, quantize(x), x, list(labels))
+        if self.audio == "none":
+            return vf
+        vf.audio_stream = wave is None or wave.wave is not None
+        if wave is None or wave.wave is None:   # zeros asked for, or no audio stream
+            vf.audio_float = np.zeros((len(x), 128), np.float32)
+            vf.audio = np.zeros((len(x), 128), np.uint8)
+        else:
+            vf.audio_float = self.vggish(wave.wave, len(x), self.fps).astype(np.float32)
+            vf.audio = quantize(vf.audio_float)
+        return vf
 
 
 def video_list(videos: list[str], input_videos_csv: str | None) -> list[tuple[str, list[int]]]:
@@ -122,11 +158,13 @@ def video_id(path: str) -> str:
 def extract(videos: list[str], output: str, *, input_videos_csv: str | None = None, model_dir: str = "~/yt8m",
             frames_per_second: float = 1.0, max_frames: int = fmt.MAX_FRAMES, skip_frame_level_features: bool = False,
             labels_feature_key: str = "labels", image_feature_key: str = "rgb", video_file_feature_key: str = "id",
-            insert_zero_audio_features: bool = True, skip_corrupt: bool = False, shards: int = 1,
+            insert_zero_audio_features: bool | None = None, skip_corrupt: bool = False, shards: int = 1,
             echo=print) -> dict:
     """Write the videos' records (frame-level SequenceExamples, or video-level Examples) to output (with
-    shards > 1: OUTPUT-00000-of-0000N..., video i in file i % N), atomically. A video that cannot be read
-    stops the run (nothing written), or with skip_corrupt is left out and counted."""
+    shards > 1: OUTPUT-00000-of-0000N..., video i in file i % N), atomically. Audio: VGGish features
+    (insert_zero_audio_features None, the default), zeros (True: the starter extractor's records) or none
+    (False). A video that cannot be read stops the run (nothing written), or with skip_corrupt is left out
+    and counted."""
     import contextlib
 
     from ..io import proto
@@ -141,8 +179,9 @@ def extract(videos: list[str], output: str, *, input_videos_csv: str | None = No
     outputs = [output] if shards == 1 else [f"{stem}-{i:05d}-of-{shards:05d}{ext}" for i in range(shards)]
     for o in outputs:
         check_output(o, [p for p, _ in items])
-    ex = Extractor(model_dir, frames_per_second, max_frames)
-    written, failed, frames = 0, [], 0
+    audio = {None: "vggish", True: "zeros", False: "none"}[insert_zero_audio_features]
+    ex = Extractor(model_dir, frames_per_second, max_frames, audio=audio)
+    written, failed, frames, silent = 0, [], 0, 0
     prog = Progress("extract", total=len(items), unit="videos")
     with contextlib.ExitStack() as stack:  # every file appears only when all are complete
         writers = [stack.enter_context(TFRecordWriter(o)) for o in outputs]
@@ -157,31 +196,31 @@ def extract(videos: list[str], output: str, *, input_videos_csv: str | None = No
                 echo(f"warning: skipped {e}")
                 continue
             w.write(_record(vf, proto, skip_frame_level_features, labels_feature_key, image_feature_key,
-                            video_file_feature_key, insert_zero_audio_features))
+                            video_file_feature_key))
+            silent += not vf.audio_stream
             written += 1
             frames += len(vf.rgb)
             prog.update(i + 1, frames=frames)
     prog.close()
     return {"output": ", ".join(outputs) if shards <= 3 else f"{outputs[0]} ... ({shards} files)",
-            "videos": written, "frames": frames, "failed": len(failed),
-            "audio": "zeros" if insert_zero_audio_features else "none"}
+            "videos": written, "frames": frames, "failed": len(failed), "audio": audio,
+            "without_audio_stream": silent}
 
 
-def _record(vf: VideoFeatures, proto, video_level: bool, labels_key: str, image_key: str, id_key: str,
-            zero_audio: bool) -> bytes:
-    """The starter extractor's record: context id, sorted labels, mean_<image> (the mean of the unquantized
-    features), zero audio (128 zero bytes a frame, mean_audio zeros); video level: a tf.train.Example
-    with the context only (the dataset's video-level layout)."""
+def _record(vf: VideoFeatures, proto, video_level: bool, labels_key: str, image_key: str, id_key: str) -> bytes:
+    """The dataset's record: context id, sorted labels, mean_<image> and mean_audio (the means of the
+    unquantized features), feature lists <image> and audio (uint8 a frame); video level: a
+    tf.train.Example with the context only (the dataset's video-level layout)."""
     ctx = {id_key: proto.feature_bytes([video_id(vf.path).encode()]),
            labels_key: proto.feature_int64(sorted(int(x) for x in vf.labels)),
            "mean_" + image_key: proto.feature_float(vf.rgb_float.mean(0))}
-    if zero_audio:
-        ctx["mean_audio"] = proto.feature_float(np.zeros(128, np.float32))
+    if vf.audio is not None:
+        ctx["mean_audio"] = proto.feature_float(vf.audio_float.mean(0))
     if video_level:
         return proto.example(ctx)
     lists = {image_key: proto.frame_feature_list(vf.rgb)}
-    if zero_audio:
-        lists["audio"] = proto.frame_feature_list(np.zeros((len(vf.rgb), 128), np.uint8))
+    if vf.audio is not None:
+        lists["audio"] = proto.frame_feature_list(vf.audio)
     return proto.sequence_example(ctx, lists)
 
 
@@ -199,8 +238,9 @@ def predict(videos: list[str], model_path: str, *, input_videos_csv: str | None 
     info = model.info
     names = fmt.load_vocabulary(vocabulary) if vocabulary else {}
     if list(info.spec.names) not in (["rgb", "audio"], ["rgb"], ["mean_rgb", "mean_audio"], ["mean_rgb"]):
-        raise Yt8mError(f"{model_path}: takes features {list(info.spec.names)}; extract makes rgb (and zero audio)")
-    ex = Extractor(model_dir, frames_per_second, max_frames)
+        raise Yt8mError(f"{model_path}: takes features {list(info.spec.names)}; extract makes rgb and audio")
+    with_audio = len(info.spec.names) == 2
+    ex = Extractor(model_dir, frames_per_second, max_frames, audio="vggish" if with_audio else "none")
     out = []
     for path, _ in items:
         try:
@@ -211,12 +251,11 @@ def predict(videos: list[str], model_path: str, *, input_videos_csv: str | None 
             echo(f"warning: skipped {e}")
             continue
         n = len(vf.rgb)
-        with_audio = len(info.spec.names) == 2
         if info.frame_features:
-            frames = np.concatenate([vf.rgb, np.zeros((n, 128), np.uint8)], 1) if with_audio else vf.rgb
+            frames = np.concatenate([vf.rgb, vf.audio], 1) if with_audio else vf.rgb
             p = model.predict_frames(frames[None], np.array([n], np.int32))[0]
         else:
-            feats = np.concatenate([vf.rgb_float.mean(0), np.zeros(128, np.float32)]) if with_audio else vf.rgb_float.mean(0)
+            feats = np.concatenate([vf.rgb_float.mean(0), vf.audio_float.mean(0)]) if with_audio else vf.rgb_float.mean(0)
             p = model.predict_features(feats[None].astype(np.float32))[0]
         order = np.argsort(-p, kind="stable")[:top_k]
         classes = [{"class": int(info.class_ids[c]), "name": names.get(int(info.class_ids[c]), ""),
@@ -230,14 +269,16 @@ def predict(videos: list[str], model_path: str, *, input_videos_csv: str | None 
                 item["best_segment"] = {"start_seconds": float(start[best] / frames_per_second),
                                         "end_seconds": float((start[best] + nf[best]) / frames_per_second),
                                         "score": float(sp[best, c])}
-        out.append({"video": path, "frames": n, "classes": classes})
+        out.append({"video": path, "frames": n, "audio": ("vggish" if vf.audio_stream else "no audio stream: zeros")
+                    if with_audio else "not used", "classes": classes})
     return out
 
 
 def predictions_table(results: list[dict]) -> str:
     lines = []
     for r in results:
-        lines.append(f"{r['video']} ({r['frames']} frames)")
+        note = "; no audio stream: zero audio" if r.get("audio", "").startswith("no audio") else ""
+        lines.append(f"{r['video']} ({r['frames']} frames{note})")
         w = max([len(c["name"]) for c in r["classes"]] + [4])
         for c in r["classes"]:
             seg = c.get("best_segment")

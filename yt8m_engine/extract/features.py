@@ -59,16 +59,24 @@ class Pca:
         return ((feats.reshape(-1, 2048).astype(np.float32) - self.mean) @ self.vecs) * self.scale
 
 
-def ensure_model_files(model_dir: str, download: bool = True) -> None:
-    """The starter's --model_dir layout: classify_image_graph_def.pb and the PCA files, downloaded from the
-    official addresses the starter's extractor uses when missing (never when present)."""
+def ensure_model_files(model_dir: str, download: bool = True, audio: bool = False) -> None:
+    """The starter's --model_dir layout: classify_image_graph_def.pb and the PCA files (and with audio,
+    VGGish's vggish_model.ckpt and vggish_pca_params.npz), downloaded from the official addresses when
+    missing (never when present)."""
+    from .audio import VGGISH_URLS
+
     os.makedirs(model_dir, exist_ok=True)
-    for url, needed in ((INCEPTION_URL, (GRAPH_FILE,)), (PCA_URL, PCA_FILES)):
+    groups = [(INCEPTION_URL, (GRAPH_FILE,)), (PCA_URL, PCA_FILES)]
+    groups += [(url, (name,)) for name, url in VGGISH_URLS.items()] if audio else []
+    for url, needed in groups:
         if all(os.path.exists(os.path.join(model_dir, f)) for f in needed):
             continue
         if not download:
             raise Yt8mError(f"{model_dir}: missing {', '.join(needed)}; put them there or allow the download "
                             f"of {url}")
+        if not url.endswith(".tgz"):
+            _download(url, os.path.join(model_dir, needed[0]))
+            continue
         tgz = os.path.join(model_dir, os.path.basename(url))
         if not os.path.exists(tgz):
             _download(url, tgz)

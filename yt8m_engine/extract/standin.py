@@ -1,7 +1,9 @@
 """Stand-in model files for tests and benchmarks (no download possible there): a GraphDef with the real
 Inception-v3 file's name, input (`DecodeJpeg:0` uint8 [H, W, 3]), the nodes the extractor feeds and reads
 (`ExpandDims:0`, `pool_3:0`, `pool_3/_reshape:0` [1, 2048]) and the graph's own resize to 299 x 299 and
-(x - 128) / 128 normalisation, but a small random convolution net; and PCA files of the real shapes."""
+(x - 128) / 128 normalisation, but a small random convolution net; PCA files of the real shapes; and
+VGGish's files: `vggish_model.ckpt` (a V1 checkpoint as the published one, every variable with the real
+name and shape, random weights) and `vggish_pca_params.npz`."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,7 @@ import numpy as np
 from .features import GRAPH_FILE
 
 
-def write_standin(model_dir: str, seed: int = 0) -> str:
+def write_standin(model_dir: str, seed: int = 0, audio: bool = True) -> str:
     from ..train.quiet_tf import tf
 
     os.makedirs(model_dir, exist_ok=True)
@@ -36,4 +38,36 @@ def write_standin(model_dir: str, seed: int = 0) -> str:
     q, _ = np.linalg.qr(rng.normal(size=(2048, 2048)))
     np.save(os.path.join(model_dir, "eigenvecs.npy"), q.T.astype(np.float32))      # one eigenvector a row
     np.save(os.path.join(model_dir, "eigenvals.npy"), np.sort(rng.uniform(1e-3, 0.05, (2048, 1)), axis=0)[::-1])
+    if audio:
+        write_vggish_standin(model_dir, seed)
     return model_dir
+
+
+def write_vggish_standin(model_dir: str, seed: int = 0) -> None:
+    """VGGish's checkpoint with its 72 M parameters (He-scaled random weights) and PCA parameters that
+    bring a tone's or a noise's embeddings into the quantization range."""
+    from ..train.quiet_tf import tf
+    from .audio import CKPT_FILE, LAYERS, PCA_FILE
+
+    tf1 = tf.compat.v1
+    os.makedirs(model_dir, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    g = tf.Graph()
+    with g.as_default():
+        values = {}
+        for layer in LAYERS:
+            if layer[0] == "pool":
+                continue
+            name, _, shape = layer
+            fan_in = int(np.prod(shape[:-1]))
+            values[f"vggish/{name}/weights"] = rng.standard_normal(shape, np.float32) * np.float32((2 / fan_in) ** 0.5)
+            values[f"vggish/{name}/biases"] = rng.uniform(-0.1, 0.1, shape[-1:]).astype(np.float32)
+        variables = {k: tf1.get_variable(k, v.shape, tf.float32, tf1.zeros_initializer()) for k, v in values.items()}
+        saver = tf1.train.Saver(variables, write_version=tf1.train.SaverDef.V1)
+        with tf1.Session() as sess:
+            for k, var in variables.items():   # fed, not a graph constant: one copy of the weights
+                sess.run(var.initializer, {var.initial_value: values.pop(k)})
+            saver.save(sess, os.path.join(model_dir, CKPT_FILE), write_meta_graph=False, write_state=False)
+    q, _ = np.linalg.qr(rng.normal(size=(128, 128)))
+    np.savez(os.path.join(model_dir, PCA_FILE), pca_eigen_vectors=(q * 0.25).astype(np.float32),
+             pca_means=rng.normal(0, 0.5, (128, 1)).astype(np.float32))
