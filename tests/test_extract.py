@@ -338,6 +338,74 @@ def test_extract_audio_equals_the_reference_on_the_decoded_waveform(videos, mode
             assert not b"".join(f.bytes_list.value[0] for f in seq.feature_lists.feature_list["audio"].feature).strip(b"\0")
 
 
+def test_graphdef_reader_equals_tensorflows_parse(model_dir):
+    from yt8m_engine.extract.convert import read_graphdef
+
+    data = open(f"{model_dir}/classify_image_graph_def.pb", "rb").read()
+    ours = read_graphdef(data)
+    gd = tf.compat.v1.GraphDef.FromString(data)
+    assert list(ours) == [n.name for n in gd.node]
+    for n in gd.node:
+        o = ours[n.name]
+        assert (o.op, o.inputs) == (n.op, list(n.input))
+        if n.op == "Const":
+            np.testing.assert_array_equal(o.attrs["value"], tf.make_ndarray(n.attr["value"].tensor))
+        for k in ("strides", "ksize"):
+            if k in n.attr:
+                assert o.attrs[k] == list(n.attr[k].list.i)
+    bn = ours["conv/batchnorm"]
+    assert bn.op == "BatchNormWithGlobalNormalization" and bn.attrs["scale_after_normalization"] is True
+    assert bn.attrs["variance_epsilon"] == pytest.approx(0.001)
+
+
+def test_inception_converts_once_and_falls_back_to_tensorflow(tmp_path):
+    """The ONNX conversion equals TensorFlow on the graph, is cached and rebuilt when the GraphDef changes;
+    a graph with an op the converter does not know runs under TensorFlow, with a note saying so."""
+    from yt8m_engine.extract.features import Inception, InceptionOnnx, load_inception
+    from yt8m_engine.extract.standin import inception_standin_graph, write_standin
+
+    d = write_standin(str(tmp_path / "m"), audio=False)
+    notes = []
+    frames = np.random.default_rng(3).integers(0, 256, (3, 40, 70, 3), dtype=np.uint8)
+    m = load_inception(d, echo=notes.append)
+    assert isinstance(m, InceptionOnnx) and not notes and os.path.exists(f"{d}/classify_image_graph_def.onnx")
+    np.testing.assert_allclose(m(frames), Inception(d)(frames), atol=1e-5)
+    stamp = os.stat(f"{d}/classify_image_graph_def.onnx").st_mtime_ns
+    assert isinstance(load_inception(d), InceptionOnnx)                 # the cache, as it was
+    assert os.stat(f"{d}/classify_image_graph_def.onnx").st_mtime_ns == stamp
+    (tmp_path / "m" / "classify_image_graph_def.pb").write_bytes(inception_standin_graph(seed=5).SerializeToString())
+    m2 = load_inception(d, echo=notes.append)                            # another graph: converted again
+    assert isinstance(m2, InceptionOnnx) and not notes
+    np.testing.assert_allclose(m2(frames), Inception(d)(frames), atol=1e-5)
+    assert not np.allclose(m2(frames), m(frames))
+    gd = inception_standin_graph()
+    next(n for n in gd.node if n.name == "conv_1").op = "Elu"           # TensorFlow runs it; the converter cannot
+    (tmp_path / "m" / "classify_image_graph_def.pb").write_bytes(gd.SerializeToString())
+    m3 = load_inception(d, echo=notes.append)
+    assert isinstance(m3, Inception) and len(notes) == 1 and "op Elu (conv_1)" in notes[0], notes
+
+
+def test_extract_runs_without_tensorflow_once_converted(videos, model_dir, tmp_path):
+    """A machine without TensorFlow (a GPU box with ONNX Runtime only) extracts with the converted models:
+    the same records as with TensorFlow installed."""
+    from yt8m_engine.extract.audio import Vggish
+    from yt8m_engine.extract.features import InceptionOnnx, load_inception
+    from yt8m_engine.io.reader import read_all
+
+    assert isinstance(load_inception(model_dir), InceptionOnnx)         # converted (and cached) here
+    assert type(Vggish(model_dir).net).__name__ == "_OnnxNet"
+    args = ["extract", videos["mp4"], videos["avi"], "--model_dir", model_dir, "--output_tfrecords_file"]
+    r = subprocess.run(CLI + args + [str(tmp_path / "tf.tfrecord")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    no_tf = [sys.executable, "-c", "import sys, runpy; sys.modules['tensorflow'] = None; "
+             "runpy.run_module('yt8m_engine.cli', run_name='__main__')"]
+    r = subprocess.run(no_tf + args + [str(tmp_path / "notf.tfrecord")], capture_output=True, text=True)
+    assert r.returncode == 0 and "audio: VGGish" in r.stdout, r.stderr[-2000:]
+    a, b = read_all(str(tmp_path / "tf.tfrecord")), read_all(str(tmp_path / "notf.tfrecord"))
+    assert a.ids == b.ids and np.array_equal(a.num_frames, b.num_frames)
+    assert all(np.array_equal(a.video_frames(i), b.video_frames(i)) for i in range(2))
+
+
 def test_bad_videos_stop_the_run_or_are_skipped_and_counted(videos, model_dir, tmp_path):
     out = tmp_path / "x.tfrecord"
     args = CLI + ["extract", videos["mp4"], videos["broken"], videos["audio_only"], "--output_tfrecords_file",
@@ -347,7 +415,9 @@ def test_bad_videos_stop_the_run_or_are_skipped_and_counted(videos, model_dir, t
     assert not out.exists() and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     r = subprocess.run(args + ["--skip-corrupt", "--providers", "cpu"], capture_output=True, text=True)
     assert r.returncode == 0 and "1 videos, 7 frames; 2 videos skipped" in r.stdout, r.stdout + r.stderr
-    assert "has no video stream" in r.stderr and "--providers cpu has no effect on extract" in r.stderr
+    assert "has no video stream" in r.stderr
+    r = subprocess.run(args + ["--providers", "tensorrt"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--providers tensorrt" in r.stderr and "not usable here" in r.stderr, r.stderr
     # missing model files, offline: one line naming the folder and the fix
     r = subprocess.run(CLI + ["extract", videos["mp4"], "--output_tfrecords_file", str(out), "--model_dir",
                               str(tmp_path / "nothing")], capture_output=True, text=True,

@@ -432,7 +432,7 @@ def extract_options(f):
 @opt("output-tfrecords-file", required=True, help="the TFRecord file to write")
 @opt("shards", type=int, default=1, show_default=True, help="N files (OUTPUT-00000-of-0000N...), video i in i % N")
 @opt("providers", default="auto", show_default=True,
-     help="(accepted; the Inception graph runs under TensorFlow, on its GPU where it sees one)")
+     help="ONNX Runtime's for the Inception graph: auto (CUDA when usable), or cuda, tensorrt, cpu")
 @bopt("skip-frame-level-features", help="video-level records (mean_rgb, mean_audio) instead")
 @opt("labels-feature-key", default="labels", show_default=True)
 @opt("image-feature-key", default="rgb", show_default=True)
@@ -447,16 +447,12 @@ def extract(videos, input_videos_csv, model_dir, frames_per_second, max_frames, 
     starter extractor's flags. Needs PyAV ('yt8m-engine[extract]') and TensorFlow ('[train]')."""
     from .extract.extract import extract as run_extract
 
-    if providers != "auto":
-        click.echo(f"note: --providers {providers} has no effect on extract: the Inception graph runs under "
-                   "TensorFlow, which uses a GPU where it sees one", err=True)
-
     r = run_extract(list(videos), output_tfrecords_file, input_videos_csv=input_videos_csv, model_dir=model_dir,
                     frames_per_second=frames_per_second, max_frames=max_frames,
                     skip_frame_level_features=skip_frame_level_features, labels_feature_key=labels_feature_key,
                     image_feature_key=image_feature_key, video_file_feature_key=video_file_feature_key,
                     insert_zero_audio_features=insert_zero_audio_features, skip_corrupt=skip_corrupt,
-                    shards=shards, echo=lambda s: click.echo(s, err=True))
+                    shards=shards, providers=providers, echo=lambda s: click.echo(s, err=True))
     audio = {"vggish": "audio: VGGish", "zeros": "audio: zeros (--insert_zero_audio_features)", "none": "no audio"}
     click.echo(f"wrote {r['output']}: {r['videos']} videos, {r['frames']} frames"
                + (f"; {r['failed']} videos skipped" if r["failed"] else "") + "; " + audio[r["audio"]]

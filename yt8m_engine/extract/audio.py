@@ -12,10 +12,12 @@ audio vectors as RGB frames. The network: VGGish's convolutions and max-pools, f
 fc2 (128, no activation: `vggish/fc2/BiasAdd`, what MediaPipe reads). Post-processing as
 vggish_postprocess: (embedding - pca_means) @ pca_eigen_vectors.T (PCA and whitening in one matrix),
 clip to [-2, 2], 8 bits by truncation (its `astype(uint8)`: the rule of the RGB features too).
+The network runs under ONNX Runtime once converted (see Vggish).
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from ..errors import Yt8mError
 VGGISH_URLS = {"vggish_model.ckpt": "https://storage.googleapis.com/audioset/vggish_model.ckpt",
                "vggish_pca_params.npz": "https://storage.googleapis.com/audioset/vggish_pca_params.npz"}
 CKPT_FILE, PCA_FILE = VGGISH_URLS
+ONNX_FILE = "vggish_model.onnx"   # the network converted from the checkpoint (cached)
 SAMPLE_RATE = 16000
 WINDOW, HOP, FFT = 400, 160, 512          # 25 ms, 10 ms, the next power of two
 MEL_BANDS, MEL_LOW_HZ, MEL_HIGH_HZ, LOG_OFFSET = 64, 125.0, 7500.0, 0.01
@@ -99,28 +102,12 @@ def log_mel_examples(wave: np.ndarray, n: int, fps: float = 1.0) -> np.ndarray:
 
 
 class Vggish:
-    """VGGish from its checkpoint (TensorFlow reads it, V1 or V2), run as one compiled TensorFlow function
-    over batches of examples; then the PCA post-processing."""
+    """VGGish's network and post-processing. The network runs under ONNX Runtime (built once from the
+    checkpoint, which needs TensorFlow to read, checked against TensorFlow, and cached beside it as
+    vggish_model.onnx, keyed by the checkpoint's SHA-256); under TensorFlow when that is not possible."""
 
-    def __init__(self, model_dir: str):
-        from ..train.quiet_tf import tf
-
-        ckpt, pca = os.path.join(model_dir, CKPT_FILE), os.path.join(model_dir, PCA_FILE)
-        try:
-            reader = tf.train.load_checkpoint(ckpt)
-        except Exception as e:  # noqa: BLE001 - TensorFlow's DataLossError, NotFoundError, ...
-            raise Yt8mError(f"{ckpt}: not a TensorFlow checkpoint ({str(e).splitlines()[0][:200]})") from None
-        shapes = reader.get_variable_to_shape_map()
-        self.weights = []
-        for layer in LAYERS:
-            if layer[0] == "pool":
-                continue
-            name, _, shape = layer
-            for var, want in ((f"vggish/{name}/weights", shape), (f"vggish/{name}/biases", shape[-1:])):
-                if tuple(shapes.get(var, ())) != want:
-                    raise Yt8mError(f"{ckpt}: not the VGGish checkpoint ({var}: {shapes.get(var, 'missing')}, "
-                                    f"expected {list(want)})")
-                self.weights.append(tf.constant(reader.get_tensor(var).astype(np.float32)))
+    def __init__(self, model_dir: str, providers: str = "auto", echo=None):
+        pca = os.path.join(model_dir, PCA_FILE)
         try:
             with np.load(pca) as z:
                 vecs, means = z["pca_eigen_vectors"], z["pca_means"]
@@ -131,8 +118,46 @@ class Vggish:
                             f"pca_means {means.shape}; expected [128, 128], [128, 1])")
         self.pca_t = np.ascontiguousarray(vecs.T, np.float32)
         self.pca_means = means.reshape(1, 128).astype(np.float32)
-        self.tf = tf
-        self.net = tf.function(self._forward, input_signature=[
+        self.net = _load_net(model_dir, providers, echo or (lambda s: print(s, file=sys.stderr)))
+
+    def embeddings(self, examples: np.ndarray) -> np.ndarray:
+        """[n, 96, 64] log-mel examples -> [n, 128] fc2 pre-activations."""
+        out = [self.net(np.ascontiguousarray(examples[i:i + BATCH], np.float32))
+               for i in range(0, len(examples), BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+    def __call__(self, wave: np.ndarray, n: int, fps: float = 1.0) -> np.ndarray:
+        """A mono 16 kHz waveform -> [n, 128] float PCA'd features (one per RGB frame), unclipped."""
+        return (self.embeddings(log_mel_examples(wave, n, fps)) - self.pca_means) @ self.pca_t
+
+
+def read_checkpoint(model_dir: str) -> list[np.ndarray]:
+    """The checkpoint's weights and biases in LAYERS' order (TensorFlow reads it, V1 or V2)."""
+    from ..train.quiet_tf import tf
+
+    ckpt = os.path.join(model_dir, CKPT_FILE)
+    try:
+        reader = tf.train.load_checkpoint(ckpt)
+    except Exception as e:  # noqa: BLE001 - TensorFlow's DataLossError, NotFoundError, ...
+        raise Yt8mError(f"{ckpt}: not a TensorFlow checkpoint ({str(e).splitlines()[0][:200]})") from None
+    shapes, out = reader.get_variable_to_shape_map(), []
+    for name, _, shape in (layer for layer in LAYERS if layer[0] != "pool"):
+        for var, want in ((f"vggish/{name}/weights", shape), (f"vggish/{name}/biases", shape[-1:])):
+            if tuple(shapes.get(var, ())) != want:
+                raise Yt8mError(f"{ckpt}: not the VGGish checkpoint ({var}: {shapes.get(var, 'missing')}, "
+                                f"expected {list(want)})")
+            out.append(reader.get_tensor(var).astype(np.float32))
+    return out
+
+
+class _TfNet:
+    """The network as one TensorFlow function (the reference, and the fallback)."""
+
+    def __init__(self, weights: list[np.ndarray]):
+        from ..train.quiet_tf import tf
+
+        self.tf, self.weights = tf, [tf.constant(w) for w in weights]
+        self.fn = tf.function(self._forward, input_signature=[
             tf.TensorSpec([None, EXAMPLE_FRAMES, MEL_BANDS], tf.float32)])
 
     def _forward(self, x):
@@ -151,11 +176,89 @@ class Vggish:
                 x = tf.nn.relu(x) if layer[1] == "fc" else x
         return x
 
-    def embeddings(self, examples: np.ndarray) -> np.ndarray:
-        """[n, 96, 64] log-mel examples -> [n, 128] fc2 pre-activations."""
-        out = [self.net(examples[i:i + BATCH]).numpy() for i in range(0, len(examples), BATCH)]
-        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.fn(x).numpy()
 
-    def __call__(self, wave: np.ndarray, n: int, fps: float = 1.0) -> np.ndarray:
-        """A mono 16 kHz waveform -> [n, 128] float PCA'd features (one per RGB frame), unclipped."""
-        return (self.embeddings(log_mel_examples(wave, n, fps)) - self.pca_means) @ self.pca_t
+
+def to_onnx(weights: list[np.ndarray], source_sha256: str = "") -> bytes:
+    """The network as ONNX: input `examples` float [N, 96, 64], output `embedding` [N, 128]. NCHW inside;
+    before fc1 back to NHWC order, as TensorFlow flattens."""
+    from onnx import TensorProto, helper
+
+    from ..export.graph import Graph
+    from ..export.onnx_export import IR_VERSION, OPSET
+
+    g, w = Graph(), iter(weights)
+    x = g.op("Reshape", ["examples", g.const(np.array([-1, 1, EXAMPLE_FRAMES, MEL_BANDS], np.int64))])
+    for layer in LAYERS:
+        if layer[0] == "pool":
+            x = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")
+            continue
+        kernel, bias = next(w), next(w)
+        if layer[1] == "conv":
+            x = g.op("Conv", [x, g.const(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))), g.const(bias)],
+                     kernel_shape=[3, 3], auto_pad="SAME_UPPER")
+            x = g.op("Relu", [x])
+            continue
+        if layer[0] == "fc1/fc1_1":   # [N, C, H, W] -> NHWC -> [N, H * W * C]
+            x = g.op("Reshape", [g.op("Transpose", [x], perm=[0, 2, 3, 1]), g.const(np.array([0, -1], np.int64))])
+        x = g.op("Add", [g.op("MatMul", [x, g.const(kernel)]), g.const(bias)])
+        x = g.op("Relu", [x]) if layer[1] == "fc" else x
+    g.nodes[-1].output[0] = "embedding"
+    graph = helper.make_graph(
+        g.nodes, "vggish", [helper.make_tensor_value_info("examples", TensorProto.FLOAT, ["batch", EXAMPLE_FRAMES, MEL_BANDS])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 128])], g.initializers())
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="yt8m-engine")
+    m.ir_version = IR_VERSION
+    helper.set_model_props(m, {"source_sha256": source_sha256})
+    return m.SerializeToString()
+
+
+class _OnnxNet:
+    def __init__(self, model, providers: str):
+        import onnxruntime as ort
+
+        from ..engine import choose_providers
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model, sess_options=opts, providers=choose_providers(providers))
+        self.meta = self.session.get_modelmeta().custom_metadata_map
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"examples": x})[0]
+
+
+def _load_net(model_dir: str, providers: str, echo):
+    from ..io.files import AtomicWriter
+    from .convert import sha256_of
+
+    ckpt, cached = os.path.join(model_dir, CKPT_FILE), os.path.join(model_dir, ONNX_FILE)
+    sha = sha256_of(ckpt)
+    if os.path.exists(cached):
+        try:
+            net = _OnnxNet(cached, providers)
+            if net.meta.get("source_sha256") == sha:
+                return net
+        except Exception:  # noqa: BLE001 - a damaged cache: built again
+            pass
+    weights = read_checkpoint(model_dir)
+    ref = _TfNet(weights)
+    try:
+        data = to_onnx(weights, sha)
+        del weights
+        net = _OnnxNet(data, providers)
+    except Exception as e:  # noqa: BLE001 - ONNX's or ONNX Runtime's own errors
+        echo(f"note: VGGish runs under TensorFlow: its ONNX model cannot be made ({str(e)[:200]})")
+        return ref
+    x = np.random.default_rng(0).normal(0, 2, (3, EXAMPLE_FRAMES, MEL_BANDS)).astype(np.float32)
+    want, got = ref(x), net(x)
+    if not np.abs(want - got).max() <= 1e-3 * max(1.0, float(np.abs(want).max())):
+        echo(f"note: VGGish runs under TensorFlow: its ONNX model differs (by {np.abs(want - got).max():.3g})")
+        return ref
+    try:
+        with AtomicWriter(cached) as f:
+            f.write(data)
+    except OSError:
+        pass  # a read-only model folder: built again next time
+    return net

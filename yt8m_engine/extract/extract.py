@@ -22,7 +22,7 @@ import numpy as np
 from .. import format as fmt
 from ..errors import Yt8mError
 from .audio import Vggish, decode_audio
-from .features import Inception, Pca, ensure_model_files, quantize
+from .features import Pca, ensure_model_files, load_inception, quantize
 from .video import sample_frames
 
 BATCH = 8  # frames a model call (same-sized frames of one video; 8: as fast a frame as 32 here, less memory)
@@ -51,16 +51,19 @@ class Extractor:
     """audio: "vggish" (features as the dataset's), "zeros" (128 zero bytes a frame) or "none"."""
 
     def __init__(self, model_dir: str = "~/yt8m", frames_per_second: float = 1.0, max_frames: int = fmt.MAX_FRAMES,
-                 download: bool = True, audio: str = "vggish"):
+                 download: bool = True, audio: str = "vggish", providers: str = "auto", echo=None):
         model_dir = os.path.expanduser(model_dir)
         if frames_per_second <= 0 or max_frames < 1:
             raise Yt8mError("--frames_per_second must be positive and --max_frames at least 1")
         if audio not in AUDIO_MODES:
             raise ValueError(f"audio must be one of {AUDIO_MODES}")
+        from ..engine import choose_providers
+
+        choose_providers(providers)   # a provider asked for but not usable: said now, not worked around
         ensure_model_files(model_dir, download, audio=audio == "vggish")
-        self.inception = Inception(model_dir)
+        self.inception = load_inception(model_dir, providers, echo)
         self.pca = Pca(model_dir)
-        self.vggish = Vggish(model_dir) if audio == "vggish" else None
+        self.vggish = Vggish(model_dir, providers, echo) if audio == "vggish" else None
         self.fps, self.max_frames, self.audio = frames_per_second, max_frames, audio
 
     def features(self, path: str, labels=()) -> VideoFeatures:
@@ -159,7 +162,7 @@ def extract(videos: list[str], output: str, *, input_videos_csv: str | None = No
             frames_per_second: float = 1.0, max_frames: int = fmt.MAX_FRAMES, skip_frame_level_features: bool = False,
             labels_feature_key: str = "labels", image_feature_key: str = "rgb", video_file_feature_key: str = "id",
             insert_zero_audio_features: bool | None = None, skip_corrupt: bool = False, shards: int = 1,
-            echo=print) -> dict:
+            providers: str = "auto", echo=print) -> dict:
     """Write the videos' records (frame-level SequenceExamples, or video-level Examples) to output (with
     shards > 1: OUTPUT-00000-of-0000N..., video i in file i % N), atomically. Audio: VGGish features
     (insert_zero_audio_features None, the default), zeros (True: the starter extractor's records) or none
@@ -180,7 +183,7 @@ def extract(videos: list[str], output: str, *, input_videos_csv: str | None = No
     for o in outputs:
         check_output(o, [p for p, _ in items])
     audio = {None: "vggish", True: "zeros", False: "none"}[insert_zero_audio_features]
-    ex = Extractor(model_dir, frames_per_second, max_frames, audio=audio)
+    ex = Extractor(model_dir, frames_per_second, max_frames, audio=audio, providers=providers, echo=echo)
     written, failed, frames, silent = 0, [], 0, 0
     prog = Progress("extract", total=len(items), unit="videos")
     with contextlib.ExitStack() as stack:  # every file appears only when all are complete
@@ -240,7 +243,8 @@ def predict(videos: list[str], model_path: str, *, input_videos_csv: str | None 
     if list(info.spec.names) not in (["rgb", "audio"], ["rgb"], ["mean_rgb", "mean_audio"], ["mean_rgb"]):
         raise Yt8mError(f"{model_path}: takes features {list(info.spec.names)}; extract makes rgb and audio")
     with_audio = len(info.spec.names) == 2
-    ex = Extractor(model_dir, frames_per_second, max_frames, audio="vggish" if with_audio else "none")
+    ex = Extractor(model_dir, frames_per_second, max_frames, audio="vggish" if with_audio else "none",
+                   providers=providers, echo=echo)
     out = []
     for path, _ in items:
         try:

@@ -7,10 +7,13 @@ truncates; the deprecated extractor rounded). The published data follow truncati
 q * 4/255 + 4/512 - 2 adds half a step (4/512 ~ 2/255), the centre of a truncated bin; a rounded value
 would need no such bias.
 
-The graph runs under TensorFlow in batches: every frame of a video has the same size, so the frames are
-fed together after the graph's `Cast` (at `ExpandDims:0`, [N, H, W, 3] float) and `pool_3:0` [N, 1, 1,
-2048] is read; the graph's own resize and normalisation are applied to each frame exactly as when it is
-fed one decoded picture at `DecodeJpeg:0` (what the deprecated extractor did, one session.run a frame).
+The graph runs in batches: every frame of a video has the same size, so the frames are fed together
+after the graph's `Cast` (at `ExpandDims:0`, [N, H, W, 3]) and `pool_3:0` [N, 1, 1, 2048] is read; the
+graph's own resize and normalisation are applied to each frame exactly as when it is fed one decoded
+picture at `DecodeJpeg:0` (what the deprecated extractor did, one session.run a frame). It runs under
+ONNX Runtime (convert.py: converted once and cached beside the GraphDef; CUDA where present), checked
+against TensorFlow on the first conversion where TensorFlow is installed; under TensorFlow itself when
+the graph holds an op the converter does not know or the check fails.
 """
 from __future__ import annotations
 
@@ -118,6 +121,87 @@ def _download(url: str, path: str) -> None:
     print(f"downloaded {url} ({done / 1e6:.1f} MB, sha256 {h.hexdigest()[:16]}...)", file=sys.stderr)
 
 
+ONNX_FILE = "classify_image_graph_def.onnx"
+
+
+def load_inception(model_dir: str, providers: str = "auto", echo=None):
+    """The fastest runner of the model_dir's Inception graph: the cached ONNX conversion when it is of
+    this GraphDef, else a new conversion (checked against TensorFlow where installed, then cached), else
+    TensorFlow (with a note saying why)."""
+    from .convert import CONVERTER_VERSION, UnsupportedGraph, convert, sha256_of
+
+    echo = echo or (lambda s: print(s, file=sys.stderr))
+    pb, cached = os.path.join(model_dir, GRAPH_FILE), os.path.join(model_dir, ONNX_FILE)
+    sha = sha256_of(pb)
+    if os.path.exists(cached):
+        try:
+            model = InceptionOnnx(cached, providers)
+            if model.meta.get("source_sha256") == sha and model.meta.get("converter") == CONVERTER_VERSION:
+                return model
+        except Yt8mError:
+            pass  # damaged: converted again
+    try:
+        with open(pb, "rb") as f:
+            data = convert(f.read(), sha).SerializeToString()
+        model = InceptionOnnx(data, providers)
+    except UnsupportedGraph as e:
+        echo(f"note: {pb} runs under TensorFlow: ONNX conversion not possible ({e})")
+        return Inception(model_dir)
+    problem = _disagreement_with_tensorflow(model, model_dir)
+    if problem:
+        echo(f"note: {pb} runs under TensorFlow: its ONNX conversion differs ({problem})")
+        return Inception(model_dir)
+    from ..io.files import AtomicWriter
+
+    try:
+        with AtomicWriter(cached) as f:
+            f.write(data)
+    except OSError:
+        pass  # a read-only model folder: converted again next time
+    return model
+
+
+def _disagreement_with_tensorflow(model, model_dir: str) -> str | None:
+    """Random frames of two sizes through both runners; None when they agree (or TensorFlow is absent)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return None
+    ref = Inception(model_dir)
+    rng = np.random.default_rng(0)
+    for shape in ((2, 90, 160, 3), (1, 299, 299, 3)):
+        frames = rng.integers(0, 256, shape, dtype=np.uint8)
+        want, got = ref(frames), model(frames)
+        err = float(np.abs(want - got).max())
+        if not err <= 1e-3 * max(1.0, float(np.abs(want).max())):
+            return f"largest difference {err:.3g} on {shape[1]} x {shape[2]} frames"
+    return None
+
+
+class InceptionOnnx:
+    """The converted graph under ONNX Runtime: uint8 frames [N, H, W, 3] -> pool_3 [N, 2048]."""
+
+    def __init__(self, model, providers: str = "auto"):
+        import onnxruntime as ort
+
+        from ..engine import choose_providers
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=choose_providers(providers))
+        except Exception as e:  # noqa: BLE001 - ORT's own exception types
+            from .convert import UnsupportedGraph
+
+            raise UnsupportedGraph(f"{model if isinstance(model, str) else 'the converted Inception graph'}: "
+                                   f"ONNX Runtime cannot load it ({str(e)[:300]})") from None
+        self.meta = self.session.get_modelmeta().custom_metadata_map
+        self.provider = self.session.get_providers()[0]
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"frames": np.ascontiguousarray(frames, np.uint8)})[0]
+
+
 class Inception:
     """The Inception-v3 GraphDef under TensorFlow, fed a batch of same-sized frames per call."""
 
@@ -140,6 +224,8 @@ class Inception:
                 raise Yt8mError(f"{path}: not the Inception-v3 graph the dataset was made with ({e})") from None
         self.gd, self.one = gd, None
         self.session = tf.compat.v1.Session(graph=self.graph)
+
+    provider = "TensorFlow"
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """frames uint8 [N, H, W, 3] -> pool_3 features [N, 2048]."""
