@@ -361,21 +361,22 @@ def test_graphdef_reader_equals_tensorflows_parse(model_dir):
 def test_inception_converts_once_and_falls_back_to_tensorflow(tmp_path):
     """The ONNX conversion equals TensorFlow on the graph, is cached and rebuilt when the GraphDef changes;
     a graph with an op the converter does not know runs under TensorFlow, with a note saying so."""
-    from yt8m_engine.extract.features import Inception, InceptionOnnx, load_inception
+    from yt8m_engine.extract.convert import OnnxRunner
+    from yt8m_engine.extract.features import Inception, load_inception
     from yt8m_engine.extract.standin import inception_standin_graph, write_standin
 
     d = write_standin(str(tmp_path / "m"), audio=False)
     notes = []
     frames = np.random.default_rng(3).integers(0, 256, (3, 40, 70, 3), dtype=np.uint8)
     m = load_inception(d, echo=notes.append)
-    assert isinstance(m, InceptionOnnx) and not notes and os.path.exists(f"{d}/classify_image_graph_def.onnx")
+    assert isinstance(m, OnnxRunner) and not notes and os.path.exists(f"{d}/classify_image_graph_def.onnx")
     np.testing.assert_allclose(m(frames), Inception(d)(frames), atol=1e-5)
     stamp = os.stat(f"{d}/classify_image_graph_def.onnx").st_mtime_ns
-    assert isinstance(load_inception(d), InceptionOnnx)                 # the cache, as it was
+    assert isinstance(load_inception(d), OnnxRunner)                 # the cache, as it was
     assert os.stat(f"{d}/classify_image_graph_def.onnx").st_mtime_ns == stamp
     (tmp_path / "m" / "classify_image_graph_def.pb").write_bytes(inception_standin_graph(seed=5).SerializeToString())
     m2 = load_inception(d, echo=notes.append)                            # another graph: converted again
-    assert isinstance(m2, InceptionOnnx) and not notes
+    assert isinstance(m2, OnnxRunner) and not notes
     np.testing.assert_allclose(m2(frames), Inception(d)(frames), atol=1e-5)
     assert not np.allclose(m2(frames), m(frames))
     gd = inception_standin_graph()
@@ -389,11 +390,12 @@ def test_extract_runs_without_tensorflow_once_converted(videos, model_dir, tmp_p
     """A machine without TensorFlow (a GPU box with ONNX Runtime only) extracts with the converted models:
     the same records as with TensorFlow installed."""
     from yt8m_engine.extract.audio import Vggish
-    from yt8m_engine.extract.features import InceptionOnnx, load_inception
+    from yt8m_engine.extract.convert import OnnxRunner
+    from yt8m_engine.extract.features import load_inception
     from yt8m_engine.io.reader import read_all
 
-    assert isinstance(load_inception(model_dir), InceptionOnnx)         # converted (and cached) here
-    assert type(Vggish(model_dir).net).__name__ == "_OnnxNet"
+    assert isinstance(load_inception(model_dir), OnnxRunner)         # converted (and cached) here
+    assert isinstance(Vggish(model_dir).net, OnnxRunner)
     args = ["extract", videos["mp4"], videos["avi"], "--model_dir", model_dir, "--output_tfrecords_file"]
     r = subprocess.run(CLI + args + [str(tmp_path / "tf.tfrecord")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -43,12 +43,9 @@ LAYERS = (("conv1", "conv", (3, 3, 1, 64)), ("pool",), ("conv2", "conv", (3, 3, 
 def decode_audio(path: str, seconds: float) -> np.ndarray | None:
     """The first `seconds` of the first audio stream as float64 mono at 16 kHz (None: no audio stream).
     Memory: those samples only (the video's length does not matter)."""
-    import av
+    from .video import open_media
 
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, OSError) as e:
-        raise Yt8mError(f"{path}: cannot open the video ({e})") from None
+    av, container = open_media(path)
     with container:
         if not container.streams.audio:
             return None
@@ -187,6 +184,7 @@ def to_onnx(weights: list[np.ndarray], source_sha256: str = "") -> bytes:
 
     from ..export.graph import Graph
     from ..export.onnx_export import IR_VERSION, OPSET
+    from .convert import metadata
 
     g, w = Graph(), iter(weights)
     x = g.op("Reshape", ["examples", g.const(np.array([-1, 1, EXAMPLE_FRAMES, MEL_BANDS], np.int64))])
@@ -210,55 +208,31 @@ def to_onnx(weights: list[np.ndarray], source_sha256: str = "") -> bytes:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 128])], g.initializers())
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="yt8m-engine")
     m.ir_version = IR_VERSION
-    helper.set_model_props(m, {"source_sha256": source_sha256})
+    helper.set_model_props(m, metadata(source_sha256))
     return m.SerializeToString()
 
 
-class _OnnxNet:
-    def __init__(self, model, providers: str):
-        import onnxruntime as ort
-
-        from ..engine import choose_providers
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model, sess_options=opts, providers=choose_providers(providers))
-        self.meta = self.session.get_modelmeta().custom_metadata_map
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"examples": x})[0]
-
-
 def _load_net(model_dir: str, providers: str, echo):
-    from ..io.files import AtomicWriter
-    from .convert import sha256_of
+    from .convert import OnnxRunner, cached_runner, keep, sha256_of
 
     ckpt, cached = os.path.join(model_dir, CKPT_FILE), os.path.join(model_dir, ONNX_FILE)
     sha = sha256_of(ckpt)
-    if os.path.exists(cached):
-        try:
-            net = _OnnxNet(cached, providers)
-            if net.meta.get("source_sha256") == sha:
-                return net
-        except Exception:  # noqa: BLE001 - a damaged cache: built again
-            pass
+    net = cached_runner(cached, sha, providers)
+    if net is not None:
+        return net
     weights = read_checkpoint(model_dir)
     ref = _TfNet(weights)
     try:
         data = to_onnx(weights, sha)
         del weights
-        net = _OnnxNet(data, providers)
+        net = OnnxRunner(data, providers)
     except Exception as e:  # noqa: BLE001 - ONNX's or ONNX Runtime's own errors
         echo(f"note: VGGish runs under TensorFlow: its ONNX model cannot be made ({str(e)[:200]})")
         return ref
     x = np.random.default_rng(0).normal(0, 2, (3, EXAMPLE_FRAMES, MEL_BANDS)).astype(np.float32)
-    want, got = ref(x), net(x)
-    if not np.abs(want - got).max() <= 1e-3 * max(1.0, float(np.abs(want).max())):
-        echo(f"note: VGGish runs under TensorFlow: its ONNX model differs (by {np.abs(want - got).max():.3g})")
+    err = float(np.abs(ref(x) - net(x)).max())
+    if not err <= 1e-3 * max(1.0, float(np.abs(ref(x)).max())):
+        echo(f"note: VGGish runs under TensorFlow: its ONNX model differs (by {err:.3g})")
         return ref
-    try:
-        with AtomicWriter(cached) as f:
-            f.write(data)
-    except OSError:
-        pass  # a read-only model folder: built again next time
+    keep(cached, data)
     return net

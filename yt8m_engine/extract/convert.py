@@ -16,6 +16,7 @@ column at the end); average pooling leaves the padding out of the count, as Tens
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass, field
 
@@ -311,12 +312,16 @@ def convert(graphdef: bytes, source_sha256: str = ""):
         [helper.make_tensor_value_info("pool_3", TensorProto.FLOAT, ["batch", 2048])], c.g.initializers())
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="yt8m-engine")
     m.ir_version = IR_VERSION
-    helper.set_model_props(m, {"source_sha256": source_sha256, "converter": CONVERTER_VERSION})
+    helper.set_model_props(m, metadata(source_sha256))
     try:
         onnx.checker.check_model(m)
     except onnx.checker.ValidationError as e:
         raise UnsupportedGraph(f"the converted model is not valid ONNX ({str(e).splitlines()[0]})") from None
     return m
+
+
+def metadata(source_sha256: str) -> dict[str, str]:
+    return {"source_sha256": source_sha256, "converter": CONVERTER_VERSION}
 
 
 def sha256_of(path: str) -> str:
@@ -325,3 +330,51 @@ def sha256_of(path: str) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class OnnxRunner:
+    """A converted model under ONNX Runtime: one input array in, the first output out; `meta` its
+    metadata (source_sha256, converter)."""
+
+    def __init__(self, model, providers: str = "auto"):
+        import onnxruntime as ort
+
+        from ..engine import choose_providers
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        chosen = choose_providers(providers)
+        try:
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=chosen)
+        except Exception as e:  # noqa: BLE001 - ORT's own exception types
+            raise UnsupportedGraph(f"{model if isinstance(model, str) else 'the converted model'}: ONNX Runtime "
+                                   f"cannot load it ({str(e)[:300]})") from None
+        self.meta = self.session.get_modelmeta().custom_metadata_map
+        self.provider = self.session.get_providers()[0]
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.ascontiguousarray(x)})[0]
+
+
+def cached_runner(path: str, source_sha256: str, providers: str) -> OnnxRunner | None:
+    """The conversion cached at path when it was made from that source by this converter, else None."""
+    if not os.path.exists(path):
+        return None
+    try:
+        r = OnnxRunner(path, providers)
+    except UnsupportedGraph:
+        return None   # damaged: converted again
+    ok = r.meta.get("source_sha256") == source_sha256 and r.meta.get("converter") == CONVERTER_VERSION
+    return r if ok else None
+
+
+def keep(path: str, data: bytes) -> None:
+    """Cache a conversion (atomically); a read-only model folder just means converting again next time."""
+    from ..io.files import AtomicWriter
+
+    try:
+        with AtomicWriter(path) as f:
+            f.write(data)
+    except OSError:
+        pass

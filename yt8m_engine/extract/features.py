@@ -128,22 +128,18 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
     """The fastest runner of the model_dir's Inception graph: the cached ONNX conversion when it is of
     this GraphDef, else a new conversion (checked against TensorFlow where installed, then cached), else
     TensorFlow (with a note saying why)."""
-    from .convert import CONVERTER_VERSION, UnsupportedGraph, convert, sha256_of
+    from .convert import OnnxRunner, UnsupportedGraph, cached_runner, convert, keep, sha256_of
 
     echo = echo or (lambda s: print(s, file=sys.stderr))
     pb, cached = os.path.join(model_dir, GRAPH_FILE), os.path.join(model_dir, ONNX_FILE)
     sha = sha256_of(pb)
-    if os.path.exists(cached):
-        try:
-            model = InceptionOnnx(cached, providers)
-            if model.meta.get("source_sha256") == sha and model.meta.get("converter") == CONVERTER_VERSION:
-                return model
-        except Yt8mError:
-            pass  # damaged: converted again
+    model = cached_runner(cached, sha, providers)
+    if model is not None:
+        return model
     try:
         with open(pb, "rb") as f:
             data = convert(f.read(), sha).SerializeToString()
-        model = InceptionOnnx(data, providers)
+        model = OnnxRunner(data, providers)
     except UnsupportedGraph as e:
         echo(f"note: {pb} runs under TensorFlow: ONNX conversion not possible ({e})")
         return Inception(model_dir)
@@ -151,13 +147,7 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
     if problem:
         echo(f"note: {pb} runs under TensorFlow: its ONNX conversion differs ({problem})")
         return Inception(model_dir)
-    from ..io.files import AtomicWriter
-
-    try:
-        with AtomicWriter(cached) as f:
-            f.write(data)
-    except OSError:
-        pass  # a read-only model folder: converted again next time
+    keep(cached, data)
     return model
 
 
@@ -176,30 +166,6 @@ def _disagreement_with_tensorflow(model, model_dir: str) -> str | None:
         if not err <= 1e-3 * max(1.0, float(np.abs(want).max())):
             return f"largest difference {err:.3g} on {shape[1]} x {shape[2]} frames"
     return None
-
-
-class InceptionOnnx:
-    """The converted graph under ONNX Runtime: uint8 frames [N, H, W, 3] -> pool_3 [N, 2048]."""
-
-    def __init__(self, model, providers: str = "auto"):
-        import onnxruntime as ort
-
-        from ..engine import choose_providers
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(model, sess_options=opts, providers=choose_providers(providers))
-        except Exception as e:  # noqa: BLE001 - ORT's own exception types
-            from .convert import UnsupportedGraph
-
-            raise UnsupportedGraph(f"{model if isinstance(model, str) else 'the converted Inception graph'}: "
-                                   f"ONNX Runtime cannot load it ({str(e)[:300]})") from None
-        self.meta = self.session.get_modelmeta().custom_metadata_map
-        self.provider = self.session.get_providers()[0]
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"frames": np.ascontiguousarray(frames, np.uint8)})[0]
 
 
 class Inception:

@@ -7,18 +7,23 @@ import numpy as np
 from ..errors import Yt8mError
 
 
-def sample_frames(path: str, fps: float = 1.0, max_frames: int = 300):
-    """RGB uint8 frames [H, W, 3] of the video at `fps`: frame k is the first decoded frame whose
-    timestamp is at or after t0 + k / fps (t0: the first frame's), each frame used at most once;
-    at most max_frames. Raises Yt8mError naming the file when it cannot be decoded or has no video."""
+def open_media(path: str):
+    """(the av module, the opened container); errors name the file."""
     try:
         import av
     except ImportError:
         raise Yt8mError("reading videos needs PyAV: pip install 'yt8m-engine[extract]'") from None
     try:
-        container = av.open(path)
+        return av, av.open(path)
     except (av.error.FFmpegError, OSError) as e:
         raise Yt8mError(f"{path}: cannot open the video ({e})") from None
+
+
+def sample_frames(path: str, fps: float = 1.0, max_frames: int = 300):
+    """RGB uint8 frames [H, W, 3] of the video at `fps`: frame k is the first decoded frame whose
+    timestamp is at or after t0 + k / fps (t0: the first frame's), each frame used at most once;
+    at most max_frames. Raises Yt8mError naming the file when it cannot be decoded or has no video."""
+    av, container = open_media(path)
     with container:
         if not container.streams.video:
             raise Yt8mError(f"{path}: has no video stream")
