@@ -406,6 +406,22 @@ def test_extract_runs_without_tensorflow_once_converted(videos, model_dir, tmp_p
     a, b = read_all(str(tmp_path / "tf.tfrecord")), read_all(str(tmp_path / "notf.tfrecord"))
     assert a.ids == b.ids and np.array_equal(a.num_frames, b.num_frames)
     assert all(np.array_equal(a.video_frames(i), b.video_frames(i)) for i in range(2))
+    # a first use there: the Inception graph converts without TensorFlow (said), VGGish's checkpoint
+    # cannot be read (one line naming the file and the ways out); zero audio needs no VGGish
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for f in os.listdir(model_dir):
+        if not f.endswith(".onnx"):
+            os.link(os.path.join(model_dir, f), fresh / f)
+    args[args.index(model_dir)] = str(fresh)
+    r = subprocess.run(no_tf + args + [str(tmp_path / "x.tfrecord")], capture_output=True, text=True)
+    assert r.returncode == 2 and "vggish_model.ckpt" in r.stderr and "--insert_zero_audio_features" in r.stderr \
+        and "Traceback" not in r.stderr and "without the check against TensorFlow" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run(no_tf + args + [str(tmp_path / "z.tfrecord"), "--insert_zero_audio_features"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "without the check" not in r.stderr, r.stderr[-2000:]    # converted: cached
+    z = read_all(str(tmp_path / "z.tfrecord"))
+    assert all(np.array_equal(z.video_frames(i)[:, :1024], a.video_frames(i)[:, :1024]) for i in range(2))
 
 
 def test_bad_videos_stop_the_run_or_are_skipped_and_counted(videos, model_dir, tmp_path):

@@ -213,13 +213,17 @@ def to_onnx(weights: list[np.ndarray], source_sha256: str = "") -> bytes:
 
 
 def _load_net(model_dir: str, providers: str, echo):
-    from .convert import OnnxRunner, cached_runner, keep, sha256_of
+    from .convert import OnnxRunner, cached_runner, keep, sha256_of, tensorflow_installed
 
     ckpt, cached = os.path.join(model_dir, CKPT_FILE), os.path.join(model_dir, ONNX_FILE)
     sha = sha256_of(ckpt)
     net = cached_runner(cached, sha, providers)
     if net is not None:
         return net
+    if not tensorflow_installed():
+        raise Yt8mError(f"{ckpt}: VGGish's checkpoint is read once with TensorFlow, which is not installed here: "
+                        f"install it (pip install 'yt8m-engine[train]'), copy {ONNX_FILE} from a machine that "
+                        "has converted it into this folder, or pass --insert_zero_audio_features")
     weights = read_checkpoint(model_dir)
     ref = _TfNet(weights)
     try:

@@ -320,6 +320,15 @@ def convert(graphdef: bytes, source_sha256: str = ""):
     return m
 
 
+def tensorflow_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ValueError, ImportError):   # a module entry of None: blocked
+        return False
+
+
 def metadata(source_sha256: str) -> dict[str, str]:
     return {"source_sha256": source_sha256, "converter": CONVERTER_VERSION}
 

@@ -128,7 +128,7 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
     """The fastest runner of the model_dir's Inception graph: the cached ONNX conversion when it is of
     this GraphDef, else a new conversion (checked against TensorFlow where installed, then cached), else
     TensorFlow (with a note saying why)."""
-    from .convert import OnnxRunner, UnsupportedGraph, cached_runner, convert, keep, sha256_of
+    from .convert import OnnxRunner, UnsupportedGraph, cached_runner, convert, keep, sha256_of, tensorflow_installed
 
     echo = echo or (lambda s: print(s, file=sys.stderr))
     pb, cached = os.path.join(model_dir, GRAPH_FILE), os.path.join(model_dir, ONNX_FILE)
@@ -141,8 +141,15 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
             data = convert(f.read(), sha).SerializeToString()
         model = OnnxRunner(data, providers)
     except UnsupportedGraph as e:
+        if not tensorflow_installed():
+            raise Yt8mError(f"{pb}: cannot be converted to ONNX ({e}), and TensorFlow, which would run it as it "
+                            "is, is not installed (pip install 'yt8m-engine[train]')") from None
         echo(f"note: {pb} runs under TensorFlow: ONNX conversion not possible ({e})")
         return Inception(model_dir)
+    if not tensorflow_installed():
+        echo(f"note: {pb} converted to ONNX without the check against TensorFlow (not installed here)")
+        keep(cached, data)
+        return model
     problem = _disagreement_with_tensorflow(model, model_dir)
     if problem:
         echo(f"note: {pb} runs under TensorFlow: its ONNX conversion differs ({problem})")
@@ -152,11 +159,7 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
 
 
 def _disagreement_with_tensorflow(model, model_dir: str) -> str | None:
-    """Random frames of two sizes through both runners; None when they agree (or TensorFlow is absent)."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        return None
+    """Random frames of two sizes through both runners; None when they agree."""
     ref = Inception(model_dir)
     rng = np.random.default_rng(0)
     for shape in ((2, 90, 160, 3), (1, 299, 299, 3)):
