@@ -161,6 +161,37 @@ def test_segment_fine_tuning_masks_unrated_classes(synth_dir, tmp_path):
     assert r["steps"] == 2
 
 
+def test_dbof_batch_norm_projection_gradient_equals_keras():
+    """DBoF's input batch norm + cluster projection while training (bn_then_dense, whose gradient skips the
+    frames' own) against Keras' BatchNormalization then Dense: outputs, the gradients of gamma, beta and
+    the kernel, and the moving statistics."""
+    import keras
+
+    from yt8m_engine.train.backbones.dbof import bn_then_dense
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(0.3, 1.5, (4, 30, 40)).astype(np.float32))
+    dz = tf.constant(rng.normal(size=(4, 30, 16)).astype(np.float32))
+    weights = [rng.uniform(0.5, 1.5, 40), rng.normal(0, 0.5, 40), rng.normal(0, 0.3, 40), rng.uniform(0.5, 2, 40)]
+    kernel = rng.normal(0, 0.2, (40, 16)).astype(np.float32)
+    results = []
+    for fused in (True, False):
+        bn = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9)
+        bn.build((None, None, 40))
+        bn.set_weights([w.astype(np.float32) for w in weights])   # gamma, beta, moving mean, moving variance
+        dense = keras.layers.Dense(16, use_bias=False)
+        dense.build((None, None, 40))
+        dense.kernel.assign(kernel)
+        with tf.GradientTape() as tape:
+            z = bn_then_dense(x, bn, dense.kernel) if fused else dense(bn(x, training=True))
+            loss = tf.reduce_sum(z * dz)
+        grads = tape.gradient(loss, [bn.gamma, bn.beta, dense.kernel])
+        results.append([z.numpy()] + [g.numpy() for g in grads] + [v.numpy() for v in (bn.moving_mean, bn.moving_variance)])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+    assert np.abs(results[0][2]).max() > 1 and np.abs(results[0][3]).max() > 1    # beta's and the kernel's
+
+
 def test_losses_match_numpy():
     from yt8m_engine.train.losses import cross_entropy_loss, hinge_loss, softmax_loss
 
