@@ -432,7 +432,7 @@ def extract_options(f):
 @opt("output-tfrecords-file", required=True, help="the TFRecord file to write")
 @opt("shards", type=int, default=1, show_default=True, help="N files (OUTPUT-00000-of-0000N...), video i in i % N")
 @opt("providers", default="auto", show_default=True,
-     help="ONNX Runtime's for the Inception graph: auto (CUDA when usable), or cuda, tensorrt, cpu")
+     help="ONNX Runtime's, for Inception-v3 and VGGish: auto (CUDA when usable), or cuda, tensorrt, cpu")
 @bopt("skip-frame-level-features", help="video-level records (mean_rgb, mean_audio) instead")
 @opt("labels-feature-key", default="labels", show_default=True)
 @opt("image-feature-key", default="rgb", show_default=True)
