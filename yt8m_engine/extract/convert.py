@@ -329,6 +329,17 @@ def tensorflow_installed() -> bool:
         return False
 
 
+def disagreement(reference, runner, inputs) -> str | None:
+    """A conversion checked against the original: None when runner(x) equals reference(x) for every x of
+    inputs within 1e-3 of the larger of 1 and the largest value, else how far apart they are."""
+    for x in inputs:
+        want, got = reference(x), runner(x)
+        err = float(np.abs(want - got).max())
+        if not err <= 1e-3 * max(1.0, float(np.abs(want).max())):
+            return f"largest difference {err:.3g} on inputs of shape {list(x.shape)}"
+    return None
+
+
 def metadata(source_sha256: str) -> dict[str, str]:
     return {"source_sha256": source_sha256, "converter": CONVERTER_VERSION}
 
@@ -343,7 +354,8 @@ def sha256_of(path: str) -> str:
 
 class OnnxRunner:
     """A converted model under ONNX Runtime: one input array in, the first output out; `meta` its
-    metadata (source_sha256, converter)."""
+    metadata (source_sha256, converter). (engine.OnnxModel is for exported yt8m models: it requires
+    their metadata and a file.)"""
 
     def __init__(self, model, providers: str = "auto"):
         import onnxruntime as ort
@@ -359,7 +371,6 @@ class OnnxRunner:
             raise UnsupportedGraph(f"{model if isinstance(model, str) else 'the converted model'}: ONNX Runtime "
                                    f"cannot load it ({str(e)[:300]})") from None
         self.meta = self.session.get_modelmeta().custom_metadata_map
-        self.provider = self.session.get_providers()[0]
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ class VideoFeatures:
 
 
 AUDIO_MODES = ("vggish", "zeros", "none")
+NO_AUDIO_STREAM = "no audio stream: zeros"   # predict's audio entry for a video without one
 
 
 class _Wave:
@@ -72,21 +73,25 @@ class Extractor:
         done = object()
 
         def decode():
+            n = 0
+
+            def emit(batch):
+                nonlocal n
+                q.put(np.stack(batch))
+                n += len(batch)
+
             try:
-                batch, n = [], 0
+                batch = []
                 for frame in sample_frames(path, self.fps, self.max_frames):
                     if batch and frame.shape != batch[0].shape:  # a size change mid-video: a batch of its own
-                        q.put(np.stack(batch))
-                        n += len(batch)
+                        emit(batch)
                         batch = []
                     batch.append(frame)
                     if len(batch) == BATCH:
-                        q.put(np.stack(batch))
-                        n += len(batch)
+                        emit(batch)
                         batch = []
                 if batch:
-                    q.put(np.stack(batch))
-                    n += len(batch)
+                    emit(batch)
                 if self.vggish is not None and n:   # the audio the frames cover (0.96 s past the last)
                     q.put(_Wave(decode_audio(path, n / self.fps + 1.0)))
                 q.put(done)
@@ -273,7 +278,7 @@ def predict(videos: list[str], model_path: str, *, input_videos_csv: str | None 
                 item["best_segment"] = {"start_seconds": float(start[best] / frames_per_second),
                                         "end_seconds": float((start[best] + nf[best]) / frames_per_second),
                                         "score": float(sp[best, c])}
-        out.append({"video": path, "frames": n, "audio": ("vggish" if vf.audio_stream else "no audio stream: zeros")
+        out.append({"video": path, "frames": n, "audio": ("vggish" if vf.audio_stream else NO_AUDIO_STREAM)
                     if with_audio else "not used", "classes": classes})
     return out
 
@@ -281,7 +286,7 @@ def predict(videos: list[str], model_path: str, *, input_videos_csv: str | None 
 def predictions_table(results: list[dict]) -> str:
     lines = []
     for r in results:
-        note = "; no audio stream: zero audio" if r.get("audio", "").startswith("no audio") else ""
+        note = "; no audio stream: zero audio" if r.get("audio") == NO_AUDIO_STREAM else ""
         lines.append(f"{r['video']} ({r['frames']} frames{note})")
         w = max([len(c["name"]) for c in r["classes"]] + [4])
         for c in r["classes"]:

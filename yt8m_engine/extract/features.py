@@ -128,7 +128,8 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
     """The fastest runner of the model_dir's Inception graph: the cached ONNX conversion when it is of
     this GraphDef, else a new conversion (checked against TensorFlow where installed, then cached), else
     TensorFlow (with a note saying why)."""
-    from .convert import OnnxRunner, UnsupportedGraph, cached_runner, convert, keep, sha256_of, tensorflow_installed
+    from .convert import (OnnxRunner, UnsupportedGraph, cached_runner, convert, disagreement, keep, sha256_of,
+                          tensorflow_installed)
 
     echo = echo or (lambda s: print(s, file=sys.stderr))
     pb, cached = os.path.join(model_dir, GRAPH_FILE), os.path.join(model_dir, ONNX_FILE)
@@ -150,25 +151,14 @@ def load_inception(model_dir: str, providers: str = "auto", echo=None):
         echo(f"note: {pb} converted to ONNX without the check against TensorFlow (not installed here)")
         keep(cached, data)
         return model
-    problem = _disagreement_with_tensorflow(model, model_dir)
+    rng = np.random.default_rng(0)   # random frames of two sizes through both runners
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((2, 90, 160, 3), (1, 299, 299, 3))]
+    problem = disagreement(Inception(model_dir), model, frames)
     if problem:
         echo(f"note: {pb} runs under TensorFlow: its ONNX conversion differs ({problem})")
         return Inception(model_dir)
     keep(cached, data)
     return model
-
-
-def _disagreement_with_tensorflow(model, model_dir: str) -> str | None:
-    """Random frames of two sizes through both runners; None when they agree."""
-    ref = Inception(model_dir)
-    rng = np.random.default_rng(0)
-    for shape in ((2, 90, 160, 3), (1, 299, 299, 3)):
-        frames = rng.integers(0, 256, shape, dtype=np.uint8)
-        want, got = ref(frames), model(frames)
-        err = float(np.abs(want - got).max())
-        if not err <= 1e-3 * max(1.0, float(np.abs(want).max())):
-            return f"largest difference {err:.3g} on {shape[1]} x {shape[2]} frames"
-    return None
 
 
 class Inception:
@@ -193,8 +183,6 @@ class Inception:
                 raise Yt8mError(f"{path}: not the Inception-v3 graph the dataset was made with ({e})") from None
         self.gd, self.one = gd, None
         self.session = tf.compat.v1.Session(graph=self.graph)
-
-    provider = "TensorFlow"
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """frames uint8 [N, H, W, 3] -> pool_3 features [N, 2048]."""

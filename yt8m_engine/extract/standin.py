@@ -1,8 +1,8 @@
 """Stand-in model files for tests and benchmarks (no download possible there): a GraphDef with the real
 Inception-v3 file's name, input (`DecodeJpeg:0` uint8 [H, W, 3]), the nodes the extractor feeds and reads
 (`ExpandDims:0`, `pool_3:0`, `pool_3/_reshape:0` [1, 2048]), the graph's own resize to 299 x 299 and
-(x - 128) / 128 normalisation and the 2015 graph's op types, but a small random convolution net; PCA files of the real shapes; and
-VGGish's files: `vggish_model.ckpt` (a V1 checkpoint as the published one, every variable with the real
+(x - 128) / 128 normalisation and the 2015 graph's op types, but a small random convolution net; PCA
+files of the real shapes; and VGGish's files: `vggish_model.ckpt` (a V1 checkpoint as the published one, every variable with the real
 name and shape, random weights) and `vggish_pca_params.npz`."""
 from __future__ import annotations
 
