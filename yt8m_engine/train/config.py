@@ -1,6 +1,7 @@
 """Training configuration: plain data, saved in full in train_dir (and later in the ONNX metadata).
 
-No TensorFlow here, so eval/export/infer can read a config without importing it.
+No TensorFlow here, so eval/export/infer can read a config without importing it (the architecture files
+whose Options make up ModelConfig load Keras only when a model is built).
 """
 from __future__ import annotations
 
@@ -27,46 +28,31 @@ OPTIMIZERS = {"AdamOptimizer": "adam", "GradientDescentOptimizer": "sgd", "Momen
 
 
 @dataclass
-class ModelConfig:
-    """What the network is: enough to rebuild it (and to export it) without any flag."""
+class CommonOptions:
+    """What every model has. Each architecture's own options live in its file (an `Options` dataclass in
+    train/backbones/ or train/heads/) and join these in ModelConfig (compose, below)."""
 
     model: str = "FrameLevelLogisticModel"
     feature_names: list = field(default_factory=lambda: ["rgb", "audio"])
     feature_sizes: list = field(default_factory=lambda: [1024, 128])
     frame_features: bool = True
-    # each field with a "help" is a model option of `train` and `eval` (cli.config_options)
-    num_classes: int = field(default=fmt.NUM_CLASSES, metadata={"help": ""})
+    # each field with a "help" is a model option of `train` and `eval` (cli.config_options); "min": its
+    # lower bound, "choices": its valid values (validate checks both)
+    num_classes: int = field(default=fmt.NUM_CLASSES, metadata={"help": "", "min": 1})
     max_frames: int = fmt.MAX_FRAMES
     l2_penalty: float = field(default=1e-8, metadata={"help": ""})
-    # heads
     video_level_classifier_model: str = field(default="MoeModel", metadata={
         "help": f"head of frame-level models: {', '.join(registry.HEADS)}"})
-    moe_num_mixtures: int = field(default=2, metadata={"help": ""})
-    # DBoF
-    iterations: int = field(default=30, metadata={"help": "DBoF frames sampled while training"})
-    dbof_cluster_size: int = field(default=8192, metadata={"help": ""})
-    dbof_hidden_size: int = field(default=1024, metadata={"help": ""})
-    dbof_pooling_method: str = field(default="max", metadata={"help": "max or average"})
-    dbof_activation: str = field(default="sigmoid", metadata={  # the starter's default since 2019 (relu6 before)
-        "help": "sigmoid, relu6 or relu (the starter's default: sigmoid)"})
-    dbof_add_batch_norm: bool = field(default=True, metadata={"help": ""})
-    # lower it (0.9) for short runs: inference uses the moving statistics
-    batch_norm_momentum: float = field(default=0.99, metadata={"help": "0.9 suits short runs"})
-    sample_random_frames: bool = field(default=True, metadata={"help": ""})
-    # LSTM
-    lstm_cells: int = field(default=1024, metadata={"help": ""})
-    lstm_layers: int = field(default=2, metadata={"help": ""})
-    # NetVLAD / NeXtVLAD (2017 / 2018 winners)
-    netvlad_cluster_size: int = field(default=64, metadata={"help": ""})
-    netvlad_hidden_size: int = field(default=1024, metadata={"help": ""})
-    nextvlad_cluster_size: int = field(default=64, metadata={"help": ""})
-    nextvlad_hidden_size: int = field(default=1024, metadata={"help": ""})
-    nextvlad_groups: int = field(default=8, metadata={"help": ""})
-    nextvlad_expansion: int = field(default=2, metadata={"help": ""})
-    gating: bool = field(default=True, metadata={"help": "context gating after (Ne)XtVLAD"})
-    dropout: float = 0.0
 
-    def validate(self) -> "ModelConfig":
+    def options(self, cls):
+        """One architecture's Options (cls), with this config's values."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    def parts(self) -> tuple:
+        """The modules of this model's backbone and head."""
+        return registry.backbone(self.model), registry.head(registry.head_name(self))
+
+    def validate(self):
         spec = registry.MODELS.get(self.model)  # (the registry itself: models registered at run time count)
         if spec is None:
             raise Yt8mError(f"unknown --model {self.model!r}; valid models: {', '.join(registry.MODELS)}")
@@ -79,17 +65,52 @@ class ModelConfig:
                             f"{'true' if spec.frame_level else 'false'} (and matching --feature_names)")
         if len(self.feature_names) != len(self.feature_sizes):
             raise Yt8mError("--feature_names and --feature_sizes must have the same length")
-        for name in ("moe_num_mixtures", "iterations", "dbof_cluster_size", "dbof_hidden_size", "lstm_cells",
-                     "lstm_layers", "netvlad_cluster_size", "netvlad_hidden_size", "nextvlad_cluster_size",
-                     "nextvlad_hidden_size", "nextvlad_groups", "nextvlad_expansion", "num_classes"):
-            if getattr(self, name) < 1:
-                raise Yt8mError(f"--{name} must be at least 1")
+        _check_bounds(self, CommonOptions)
+        for part in self.parts():
+            cls = getattr(part, "Options", None)
+            if cls is not None:
+                _check_bounds(self, cls)
+                if hasattr(cls, "validate"):
+                    self.options(cls).validate(self)
         return self
 
     @property
     def feature_spec(self) -> fmt.FeatureSpec:
         return fmt.FeatureSpec(tuple(self.feature_names), tuple(int(s) for s in self.feature_sizes),
                                self.frame_features)
+
+
+def _check_bounds(cfg, cls) -> None:
+    for f in dataclasses.fields(cls):
+        v = getattr(cfg, f.name)
+        if "min" in f.metadata and v < f.metadata["min"]:
+            raise Yt8mError(f"--{f.name} must be at least {f.metadata['min']}")
+        if "choices" in f.metadata and v not in f.metadata["choices"]:
+            raise Yt8mError(f"--{f.name} must be one of {', '.join(map(str, f.metadata['choices']))} (got {v!r})")
+
+
+def compose(modules) -> type:
+    """ModelConfig: CommonOptions plus the fields of every module's `Options`, flat (the starter's flag
+    names: one namespace for the CLI, the saved config and the ONNX metadata). An option two files
+    declare alike (same type, default and help) is one option; declared differently, an error."""
+    fields, seen = [], {f.name: ("CommonOptions", f) for f in dataclasses.fields(CommonOptions)}
+    for module in modules:
+        opts = getattr(module, "Options", None)
+        for f in dataclasses.fields(opts) if opts is not None else ():
+            if f.name in seen:
+                where, g = seen[f.name]
+                if (g.type, g.default, dict(g.metadata)) != (f.type, f.default, dict(f.metadata)):
+                    raise TypeError(f"option {f.name!r} declared differently in {where} and {module.__name__}")
+                continue
+            seen[f.name] = (module.__name__, f)
+            fields.append((f.name, f.type, field(default=f.default, metadata=f.metadata)))
+    cls = dataclasses.make_dataclass("ModelConfig", fields, bases=(CommonOptions,))
+    cls.__module__ = __name__
+    cls.__doc__ = "What the network is: enough to rebuild it (and to export it) without any flag."
+    return cls
+
+
+ModelConfig = compose(registry.part_modules())
 
 
 @dataclass

@@ -12,7 +12,6 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from .. import format as fmt
-from .config import ModelConfig
 
 L2_EPS = 1e-12  # tf.nn.l2_normalize's epsilon (on the squared norm)
 
@@ -21,8 +20,9 @@ def l2_normalize(x, axis):
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), L2_EPS))
 
 
-def regularizer(cfg):
-    return keras.regularizers.L2(cfg.l2_penalty) if cfg.l2_penalty > 0 else None
+def regularizer(l2: float):
+    """The weights' L2 penalty (--l2_penalty), or None at 0."""
+    return keras.regularizers.L2(l2) if l2 > 0 else None
 
 
 def dequantized(frames, num_frames):
@@ -42,20 +42,6 @@ class FrameInput(layers.Layer):
         return l2_normalize(x, -1) * ops.cast(mask, x.dtype), mask
 
 
-class ConfigLayer(layers.Layer):
-    """A backbone layer built from the whole model config, kept as the plain dict Keras serializes."""
-
-    def __init__(self, cfg: dict, **kw):
-        super().__init__(**kw)
-        self.cfg = cfg
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(**self.cfg)
-
-    def get_config(self):
-        return {**super().get_config(), "cfg": self.cfg}
-
-
 @keras.saving.register_keras_serializable("yt8m")
 class LastStep(layers.Layer):
     """The output of an unmasked sequence at num_frames - 1."""
@@ -71,14 +57,7 @@ class ContextGating(layers.Layer):
 
     def __init__(self, dim, l2=0.0, **kw):
         super().__init__(**kw)
-        reg = keras.regularizers.L2(l2) if l2 > 0 else None
-        self.dense = layers.Dense(dim, kernel_regularizer=reg, name="gate")
+        self.dense = layers.Dense(dim, kernel_regularizer=regularizer(l2), name="gate")
 
     def call(self, x, training=None):
         return x * ops.sigmoid(self.dense(x))
-
-
-def config_dict(cfg) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)

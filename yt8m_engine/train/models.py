@@ -20,15 +20,11 @@ from .config import ModelConfig  # noqa: E402
 
 def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
     """The Keras model for a config (weights freshly initialised; load a checkpoint into it)."""
-    cfg.validate()
-    backbone = registry.backbone(cfg.model)
-    if hasattr(backbone, "validate"):
-        backbone.validate(cfg)
+    backbone, head = cfg.validate().parts()
     if seed is not None:
         keras.utils.set_random_seed(seed)
     d = sum(cfg.feature_sizes)
-    name = registry.head_name(cfg)
-    head = registry.head(name).build(cfg, name)
+    head = head.build(cfg, registry.head_name(cfg))
     if cfg.frame_features:
         inputs = {"frames": keras.Input((None, d), dtype="uint8", name="frames"),
                   "num_frames": keras.Input((), dtype="int32", name="num_frames")}

@@ -1,12 +1,17 @@
 """The registry of models: each name the CLI, the saved config and the ONNX metadata use, mapped to the
-file that holds its backbone (Keras layer and ONNX lowering side by side) and its head. No TensorFlow
-here: the CLI lists the names and config.py validates them without loading Keras.
+file that holds its backbone (options, Keras layer and ONNX lowering side by side) and its head. No
+TensorFlow here, nor in those files until a model is built: the CLI lists the names and the options, and
+config.py composes and validates ModelConfig, without loading Keras.
 
 A new architecture is one file in train/backbones/ (or train/heads/) with
-    build(cfg, frames, num_frames) -> pooled           Keras, functional (heads: build(cfg, name) -> layer)
-    lower(g, model, cfg, inp) -> pooled                 its ONNX nodes (export.graph.Graph), or no `lower`:
-                                                        `export` then says it has no ONNX lowering
-    validate(cfg)                                       optional: its option checks
+    Options                                   optional: a dataclass of its options, by flag name (fields
+                                              with a "help" become `train` / `eval` options; "min" and
+                                              "choices" are checked); it may define validate(self, cfg)
+    build(cfg, inputs) -> pooled              Keras, functional (heads: build(cfg, name) -> layer); its
+                                              options: cfg.options(Options). Keras is imported inside it
+                                              (or in a cached keras_layers() that defines its layers)
+    lower(g, model, cfg, inp) -> pooled       its ONNX nodes (export.graph.Graph), or no `lower`:
+                                              `export` then says it has no ONNX lowering
 plus one line below. It then trains, exports, infers and runs the parity tests (tests/test_export.py
 iterate over MODELS) without any other edit.
 """
@@ -48,6 +53,13 @@ def head_name(cfg) -> str:
 
 def head(name: str):
     return importlib.import_module(f"{__package__}.heads.{HEADS[name]}")
+
+
+def part_modules() -> list:
+    """The files of every registered head and backbone, once each, in the order above (their Options
+    compose ModelConfig)."""
+    names = dict.fromkeys([f"heads.{h}" for h in HEADS.values()] + [f"backbones.{s.backbone}" for s in MODELS.values()])
+    return [importlib.import_module(f"{__package__}.{n}") for n in names]
 
 
 def models_help() -> str:

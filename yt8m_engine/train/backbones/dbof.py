@@ -1,94 +1,152 @@
 """Deep bag of frames (the starter's DbofModel): frames sampled while training, per-frame projection to
-clusters, max or average pooling over frames, a hidden layer."""
+clusters, max or average pooling over frames, a hidden layer.
+
+This file holds DBoF's options (plain data, read without TensorFlow: config.py composes ModelConfig
+from them), its Keras layers (defined on first use, in keras_layers) and its ONNX lowering."""
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+import functools
+import types
+from dataclasses import asdict, dataclass, field
 
-from ..layers import ConfigLayer, FrameInput, config_dict, regularizer
-
-
-@keras.saving.register_keras_serializable("yt8m")
-class SampleFrames(layers.Layer):
-    """DBoF's frame sampling (training only): `iterations` frames drawn uniformly from the valid ones.
-
-    It takes the raw uint8 frames, before FrameInput: dequantizing and normalising 30 sampled frames
-    instead of all (up to 300) and then sampling is the same arithmetic on the frames that are used.
-    Returns (frames, num_frames): the sample and `iterations` while training, the input otherwise."""
-
-    def __init__(self, iterations, random_frames=True, seed=None, **kw):
-        super().__init__(**kw)
-        self.iterations = iterations
-        self.random_frames = random_frames
-        self.seed_gen = keras.random.SeedGenerator(seed)
-
-    def call(self, x, num_frames, training=None):
-        if not training:
-            return x, num_frames
-        return self._sample(x, num_frames), ops.full_like(num_frames, self.iterations)
-
-    def _sample(self, x, num_frames):
-        n = ops.cast(ops.maximum(num_frames, 1), "float32")[:, None]
-        if self.random_frames:
-            u = keras.random.uniform((ops.shape(x)[0], self.iterations), seed=self.seed_gen)
-            idx = ops.cast(ops.floor(u * n), "int32")
-        else:  # a random contiguous sequence
-            start = keras.random.uniform((ops.shape(x)[0], 1), seed=self.seed_gen)
-            span = ops.maximum(n - self.iterations, 0.0)
-            base = ops.cast(ops.floor(start * (span + 1)), "int32")
-            idx = ops.minimum(base + ops.arange(self.iterations)[None, :], ops.cast(n, "int32") - 1)
-        return ops.take_along_axis(x, idx[:, :, None], axis=1)
+ACTIVATIONS = ("sigmoid", "relu6", "relu")
+POOLING = ("max", "average")
 
 
-@keras.saving.register_keras_serializable("yt8m")
-class Dbof(ConfigLayer):
-    """Per-frame projection to clusters, max/average pooling, hidden layer."""
+@dataclass
+class Options:
+    """DBoF's options, by the starter's flag names (each a `train` / `eval` option; "min": its lower bound)."""
 
-    def __init__(self, cfg: dict, **kw):
-        super().__init__(cfg, **kw)
-        c = self.model_config()
-        reg = regularizer(c)
-        bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
-        self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
-        self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
-                                    name="cluster")
-        self.cluster_bn = layers.BatchNormalization(**bn, name="cluster_bn") if c.dbof_add_batch_norm else None
-        self.hidden = layers.Dense(c.dbof_hidden_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
-                                   name="hidden")
-        self.hidden_bn = layers.BatchNormalization(**bn, name="hidden_bn") if c.dbof_add_batch_norm else None
-        self.act = {"relu6": ops.relu6, "relu": ops.relu, "sigmoid": ops.sigmoid}[c.dbof_activation]
-        self.pooling = c.dbof_pooling_method
-        self.d = sum(c.feature_sizes)
-        self.sizes = (c.dbof_cluster_size, c.dbof_hidden_size)
+    iterations: int = field(default=30, metadata={"help": "DBoF frames sampled while training", "min": 1})
+    dbof_cluster_size: int = field(default=8192, metadata={"help": "", "min": 1})
+    dbof_hidden_size: int = field(default=1024, metadata={"help": "", "min": 1})
+    dbof_pooling_method: str = field(default="max", metadata={"help": "max or average", "choices": POOLING})
+    dbof_activation: str = field(default="sigmoid", metadata={  # the starter's default since 2019 (relu6 before)
+        "help": "sigmoid, relu6 or relu (the starter's default: sigmoid)", "choices": ACTIVATIONS})
+    dbof_add_batch_norm: bool = field(default=True, metadata={"help": ""})
+    # lower it (0.9) for short runs: inference uses the moving statistics
+    batch_norm_momentum: float = field(default=0.99, metadata={"help": "0.9 suits short runs"})
+    sample_random_frames: bool = field(default=True, metadata={"help": ""})
 
-    def build(self, *args):
-        k, h = self.sizes
-        for layer, shape in ((self.input_bn, (None, None, self.d)), (self.cluster, (None, None, self.d)),
-                             (self.cluster_bn, (None, None, k)), (self.hidden, (None, k)), (self.hidden_bn, (None, h))):
-            if layer is not None:
-                layer.build(shape)
 
-    def call(self, x, mask, num_frames, training=None):
-        # (while training x holds the frames SampleFrames drew, before FrameInput)
-        if training and self.input_bn is not None and self.input_bn.trainable and x.dtype == "float32" \
-                and self.compute_dtype == "float32":
-            a = bn_then_dense(x, self.input_bn, self.cluster.kernel)
-        else:
-            if self.input_bn is not None:
-                x = self.input_bn(x, training=training)
-            a = self.cluster(x)
-        if self.cluster_bn is not None:
-            a = self.cluster_bn(a, training=training)
-        a = self.act(a)
-        if self.pooling == "max":
-            # activations are >= 0 (relu6/relu/sigmoid), so zeroing padded frames leaves the max exact
-            pooled = ops.max(a * mask, axis=1)
-        else:
-            pooled = ops.sum(a * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
-        h = self.hidden(pooled)
-        if self.hidden_bn is not None:
-            h = self.hidden_bn(h, training=training)
-        return self.act(h)
+def build(cfg, inputs):
+    from ..layers import FrameInput
+
+    o, k = cfg.options(Options), keras_layers()
+    # frames sampled (training only) before they are dequantized
+    fr, nf = k.SampleFrames(o.iterations, o.sample_random_frames, name="sample")(inputs["frames"],
+                                                                                 inputs["num_frames"])
+    x, mask = FrameInput(name="frame_input")(fr, nf)
+    return k.Dbof(asdict(o), sum(cfg.feature_sizes), cfg.l2_penalty, name="dbof")(x, mask, inputs["num_frames"])
+
+
+@functools.cache
+def keras_layers():
+    """SampleFrames and Dbof, defined on first use: importing this file (for its Options) loads no Keras."""
+    return types.SimpleNamespace(SampleFrames=_sample_frames(), Dbof=_dbof())
+
+
+def _sample_frames():
+    from ..quiet_tf import tf  # noqa: F401  (TensorFlow loaded quietly before Keras loads it)
+
+    import keras
+    from keras import layers, ops
+
+    @keras.saving.register_keras_serializable("yt8m")
+    class SampleFrames(layers.Layer):
+        """DBoF's frame sampling (training only): `iterations` frames drawn uniformly from the valid ones.
+
+        It takes the raw uint8 frames, before FrameInput: dequantizing and normalising 30 sampled frames
+        instead of all (up to 300) and then sampling is the same arithmetic on the frames that are used.
+        Returns (frames, num_frames): the sample and `iterations` while training, the input otherwise."""
+
+        def __init__(self, iterations, random_frames=True, seed=None, **kw):
+            super().__init__(**kw)
+            self.iterations = iterations
+            self.random_frames = random_frames
+            self.seed_gen = keras.random.SeedGenerator(seed)
+
+        def call(self, x, num_frames, training=None):
+            if not training:
+                return x, num_frames
+            return self._sample(x, num_frames), ops.full_like(num_frames, self.iterations)
+
+        def _sample(self, x, num_frames):
+            n = ops.cast(ops.maximum(num_frames, 1), "float32")[:, None]
+            if self.random_frames:
+                u = keras.random.uniform((ops.shape(x)[0], self.iterations), seed=self.seed_gen)
+                idx = ops.cast(ops.floor(u * n), "int32")
+            else:  # a random contiguous sequence
+                start = keras.random.uniform((ops.shape(x)[0], 1), seed=self.seed_gen)
+                span = ops.maximum(n - self.iterations, 0.0)
+                base = ops.cast(ops.floor(start * (span + 1)), "int32")
+                idx = ops.minimum(base + ops.arange(self.iterations)[None, :], ops.cast(n, "int32") - 1)
+            return ops.take_along_axis(x, idx[:, :, None], axis=1)
+
+    return SampleFrames
+
+
+def _dbof():
+    from ..layers import regularizer  # (first: TensorFlow loaded quietly before Keras)
+
+    import keras
+    from keras import layers, ops
+
+    @keras.saving.register_keras_serializable("yt8m")
+    class Dbof(layers.Layer):
+        """Per-frame projection to clusters, max/average pooling, hidden layer (options: Options as a dict,
+        as Keras serializes it; d: the frame size; l2: the weights' L2 penalty)."""
+
+        def __init__(self, options: dict, d: int, l2: float, **kw):
+            super().__init__(**kw)
+            self.options, self.d, self.l2 = options, d, l2
+            c = Options(**options)
+            reg = regularizer(l2)
+            bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
+            self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
+            self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
+                                        name="cluster")
+            self.cluster_bn = layers.BatchNormalization(**bn, name="cluster_bn") if c.dbof_add_batch_norm else None
+            self.hidden = layers.Dense(c.dbof_hidden_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
+                                       name="hidden")
+            self.hidden_bn = layers.BatchNormalization(**bn, name="hidden_bn") if c.dbof_add_batch_norm else None
+            self.act = {"relu6": ops.relu6, "relu": ops.relu, "sigmoid": ops.sigmoid}[c.dbof_activation]
+            self.activation, self.pooling = c.dbof_activation, c.dbof_pooling_method
+            self.sizes = (c.dbof_cluster_size, c.dbof_hidden_size)
+
+        def build(self, *args):
+            k, h = self.sizes
+            for layer, shape in ((self.input_bn, (None, None, self.d)), (self.cluster, (None, None, self.d)),
+                                 (self.cluster_bn, (None, None, k)), (self.hidden, (None, k)), (self.hidden_bn, (None, h))):
+                if layer is not None:
+                    layer.build(shape)
+
+        def call(self, x, mask, num_frames, training=None):
+            # (while training x holds the frames SampleFrames drew, before FrameInput)
+            if training and self.input_bn is not None and self.input_bn.trainable and x.dtype == "float32" \
+                    and self.compute_dtype == "float32":
+                a = bn_then_dense(x, self.input_bn, self.cluster.kernel)
+            else:
+                if self.input_bn is not None:
+                    x = self.input_bn(x, training=training)
+                a = self.cluster(x)
+            if self.cluster_bn is not None:
+                a = self.cluster_bn(a, training=training)
+            a = self.act(a)
+            if self.pooling == "max":
+                # activations are >= 0 (relu6/relu/sigmoid), so zeroing padded frames leaves the max exact
+                pooled = ops.max(a * mask, axis=1)
+            else:
+                pooled = ops.sum(a * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+            h = self.hidden(pooled)
+            if self.hidden_bn is not None:
+                h = self.hidden_bn(h, training=training)
+            return self.act(h)
+
+        def get_config(self):
+            return {**super().get_config(), "options": self.options, "d": self.d, "l2": self.l2}
+
+    return Dbof
 
 
 def bn_then_dense(x, bn, kernel):
@@ -100,6 +158,7 @@ def bn_then_dense(x, bn, kernel):
     two matrix products of the frames' size a step instead of three (the third, dz kernel^T, is what
     a batch norm's gradient would otherwise need: 1/3 of DBoF's arithmetic at 1024 clusters)."""
     import tensorflow as tf
+    from keras import ops
 
     mean, var = ops.moments(x, axes=[0, 1])
     bn.moving_mean.assign(bn.moving_mean * bn.momentum + mean * (1.0 - bn.momentum))
@@ -123,14 +182,6 @@ def bn_then_dense(x, bn, kernel):
     return tf.reshape(z, tf.concat([tf.shape(x)[:-1], tf.shape(z)[-1:]], 0))
 
 
-def build(cfg, inputs):
-    # frames sampled (training only) before they are dequantized
-    fr, nf = SampleFrames(cfg.iterations, cfg.sample_random_frames, name="sample")(inputs["frames"],
-                                                                                    inputs["num_frames"])
-    x, mask = FrameInput(name="frame_input")(fr, nf)
-    return Dbof(config_dict(cfg), name="dbof")(x, mask, inputs["num_frames"])
-
-
 def lower(g, model, cfg, inp):
     from ...export.graph import scaled_dense
 
@@ -139,8 +190,8 @@ def lower(g, model, cfg, inp):
                      pre_bn=L.input_bn)
     if L.cluster_bn is not None:
         a = g.batch_norm(a, L.cluster_bn)
-    a = g.op("Mul", [g.activation(a, cfg.dbof_activation), inp.mask])
-    if cfg.dbof_pooling_method == "max":
+    a = g.op("Mul", [g.activation(a, L.activation), inp.mask])
+    if L.pooling == "max":
         if inp.frames:  # a fixed frame count: an elementwise Max over the frame slices (faster on GPUs)
             parts = g.op("Split", [a], n_out=inp.frames, axis=1) if inp.frames > 1 else [a]
             parts = [parts] if isinstance(parts, str) else parts
@@ -155,13 +206,4 @@ def lower(g, model, cfg, inp):
     h = g.dense(pooled, L.hidden.kernel, L.hidden.bias if L.hidden.use_bias else None)
     if L.hidden_bn is not None:
         h = g.batch_norm(h, L.hidden_bn)
-    return g.activation(h, cfg.dbof_activation)
-
-
-def validate(cfg):
-    from ...errors import Yt8mError
-
-    if cfg.dbof_pooling_method not in ("max", "average"):
-        raise Yt8mError("--dbof_pooling_method must be 'max' or 'average'")
-    if cfg.dbof_activation not in ("relu6", "relu", "sigmoid"):
-        raise Yt8mError("--dbof_activation must be relu6, relu or sigmoid")
+    return g.activation(h, L.activation)

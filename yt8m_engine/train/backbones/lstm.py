@@ -2,15 +2,26 @@
 (a masked LSTM converts to a slow ONNX Loop); the ONNX side is the LSTM op itself."""
 from __future__ import annotations
 
-from keras import layers
+from dataclasses import dataclass, field
 
-from ..layers import FrameInput, LastStep
+
+@dataclass
+class Options:
+    """The LSTM's options, by the starter's flag names."""
+
+    lstm_cells: int = field(default=1024, metadata={"help": "", "min": 1})
+    lstm_layers: int = field(default=2, metadata={"help": "", "min": 1})
 
 
 def build(cfg, inputs):
+    from ..layers import FrameInput, LastStep  # (first: TensorFlow loaded quietly before Keras)
+
+    from keras import layers
+
+    o = cfg.options(Options)
     seq, _ = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
-    for i in range(cfg.lstm_layers):
-        seq = layers.LSTM(cfg.lstm_cells, return_sequences=True, name=f"lstm_{i}")(seq)
+    for i in range(o.lstm_layers):
+        seq = layers.LSTM(o.lstm_cells, return_sequences=True, name=f"lstm_{i}")(seq)
     return LastStep(name="last_step")(seq, inputs["num_frames"])
 
 
@@ -25,8 +36,9 @@ def lower(g, model, cfg, inp):
     import numpy as np
 
     seq = g.op("Transpose", [inp.normalized(g)], perm=[1, 0, 2])  # [T, B, I]
-    h = cfg.lstm_cells
-    for i in range(cfg.lstm_layers):
+    o = cfg.options(Options)
+    h = o.lstm_cells
+    for i in range(o.lstm_layers):
         cell = model.get_layer(f"lstm_{i}").cell
         w = _gates(np.asarray(cell.kernel), h).T[None]
         r = _gates(np.asarray(cell.recurrent_kernel), h).T[None]

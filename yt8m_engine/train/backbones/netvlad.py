@@ -1,42 +1,73 @@
-"""NetVLAD pooling (the 2017 winner's learnable pooling) + hidden layer + context gating."""
+"""NetVLAD pooling (the 2017 winner's learnable pooling) + hidden layer + context gating: its options,
+its Keras layer (defined on first use, so that importing this file loads no Keras) and its ONNX lowering."""
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+import functools
+import types
+from dataclasses import asdict, dataclass, field
 
-from ..layers import ConfigLayer, ContextGating, FrameInput, config_dict, l2_normalize, regularizer
+def gating_option():
+    """--gating, one option that NetVLAD and NeXtVLAD both read (declared alike in both Options)."""
+    return field(default=True, metadata={"help": "context gating after (Ne)XtVLAD"})
 
 
-@keras.saving.register_keras_serializable("yt8m")
-class NetVlad(ConfigLayer):
-    def __init__(self, cfg: dict, **kw):
-        super().__init__(cfg, **kw)
-        c = self.model_config()
-        self.k = c.netvlad_cluster_size
-        self.d = sum(c.feature_sizes)
-        reg = regularizer(c)
-        self.assign = layers.Dense(self.k, kernel_regularizer=reg, name="assign")
-        self.hidden = layers.Dense(c.netvlad_hidden_size, kernel_regularizer=reg, name="hidden")
-        self.gating = ContextGating(c.netvlad_hidden_size, l2=c.l2_penalty, name="gating") if c.gating else None
+@dataclass
+class Options:
+    """NetVLAD's options, by the flag names of the 2017 winner's code."""
 
-    def build(self, *args):
-        self.centers = self.add_weight(name="centers", shape=(self.d, self.k),
-                                       initializer=keras.initializers.RandomNormal(stddev=self.d ** -0.5))
-
-    def call(self, x, mask, num_frames, training=None):
-        a = ops.softmax(self.assign(x), axis=-1) * mask                # [B, T, K]
-        a_sum = ops.sum(a, axis=1, keepdims=True)                       # [B, 1, K]
-        vlad = ops.matmul(ops.transpose(x, (0, 2, 1)), a)               # [B, D, K]
-        vlad = vlad - a_sum * self.centers[None]
-        vlad = l2_normalize(vlad, 1)                                    # intra-normalisation
-        vlad = l2_normalize(ops.reshape(vlad, (-1, self.d * self.k)), 1)
-        h = self.hidden(vlad)
-        return self.gating(h, training=training) if self.gating is not None else h
+    netvlad_cluster_size: int = field(default=64, metadata={"help": "", "min": 1})
+    netvlad_hidden_size: int = field(default=1024, metadata={"help": "", "min": 1})
+    gating: bool = gating_option()
 
 
 def build(cfg, inputs):
+    from ..layers import FrameInput
+
     x, mask = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
-    return NetVlad(config_dict(cfg), name="netvlad")(x, mask, inputs["num_frames"])
+    layer = keras_layers().NetVlad(asdict(cfg.options(Options)), sum(cfg.feature_sizes), cfg.l2_penalty,
+                                   name="netvlad")
+    return layer(x, mask, inputs["num_frames"])
+
+
+@functools.cache
+def keras_layers():
+    """NetVlad, defined on first use."""
+    from ..layers import ContextGating, l2_normalize, regularizer  # (first: TensorFlow loaded quietly)
+
+    import keras
+    from keras import layers, ops
+
+    @keras.saving.register_keras_serializable("yt8m")
+    class NetVlad(layers.Layer):
+        """options: Options as a dict (as Keras serializes it); d: the frame size; l2: the L2 penalty."""
+
+        def __init__(self, options: dict, d: int, l2: float, **kw):
+            super().__init__(**kw)
+            self.options, self.d, self.l2 = options, d, l2
+            o = Options(**options)
+            self.k = o.netvlad_cluster_size
+            self.assign = layers.Dense(self.k, kernel_regularizer=regularizer(l2), name="assign")
+            self.hidden = layers.Dense(o.netvlad_hidden_size, kernel_regularizer=regularizer(l2), name="hidden")
+            self.gating = ContextGating(o.netvlad_hidden_size, l2=l2, name="gating") if o.gating else None
+
+        def build(self, *args):
+            self.centers = self.add_weight(name="centers", shape=(self.d, self.k),
+                                           initializer=keras.initializers.RandomNormal(stddev=self.d ** -0.5))
+
+        def call(self, x, mask, num_frames, training=None):
+            a = ops.softmax(self.assign(x), axis=-1) * mask                # [B, T, K]
+            a_sum = ops.sum(a, axis=1, keepdims=True)                       # [B, 1, K]
+            vlad = ops.matmul(ops.transpose(x, (0, 2, 1)), a)               # [B, D, K]
+            vlad = vlad - a_sum * self.centers[None]
+            vlad = l2_normalize(vlad, 1)                                    # intra-normalisation
+            vlad = l2_normalize(ops.reshape(vlad, (-1, self.d * self.k)), 1)
+            h = self.hidden(vlad)
+            return self.gating(h, training=training) if self.gating is not None else h
+
+        def get_config(self):
+            return {**super().get_config(), "options": self.options, "d": self.d, "l2": self.l2}
+
+    return types.SimpleNamespace(NetVlad=NetVlad)
 
 
 def lower(g, model, cfg, inp):

@@ -2,10 +2,10 @@
 their concatenation (as the starter does); the head does the rest."""
 from __future__ import annotations
 
-from ..layers import l2_normalize
-
 
 def build(cfg, inputs):
+    from ..layers import l2_normalize
+
     return l2_normalize(inputs["features"], -1)
 
 

@@ -1,13 +1,14 @@
-"""The logistic head: one sigmoid unit a class."""
+"""The logistic head: one sigmoid unit a class. No options of its own."""
 from __future__ import annotations
-
-from keras import layers
-
-from ..layers import regularizer
 
 
 def build(cfg, name):
-    return layers.Dense(cfg.num_classes, activation="sigmoid", kernel_regularizer=regularizer(cfg), name="head")
+    from ..layers import regularizer  # (first: TensorFlow loaded quietly before Keras)
+
+    from keras import layers
+
+    return layers.Dense(cfg.num_classes, activation="sigmoid", kernel_regularizer=regularizer(cfg.l2_penalty),
+                        name="head")
 
 
 def lower(g, model, cfg, x, cols):

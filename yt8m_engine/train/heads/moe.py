@@ -1,40 +1,59 @@
 """Mixture of experts per class (MoeModel), and with context gating on its output (GatedMoeModel, the
-2017 winner's)."""
+2017 winner's): its option, its Keras layer (defined on first use, so that importing this file loads no
+Keras) and its ONNX lowering."""
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+import functools
+import types
+from dataclasses import dataclass, field
 
-from ..layers import ContextGating
 
+@dataclass
+class Options:
+    """The mixture's option, by the starter's flag name."""
 
-@keras.saving.register_keras_serializable("yt8m")
-class MoeHead(layers.Layer):
-    """Softmax gate over M experts + a dummy expert, sigmoid experts."""
-
-    def __init__(self, num_classes, num_mixtures, l2=0.0, gated=False, **kw):
-        super().__init__(**kw)
-        self.num_classes = num_classes
-        self.num_mixtures = num_mixtures
-        self.gated = gated
-        reg = keras.regularizers.L2(l2) if l2 > 0 else None
-        self.gate = layers.Dense(num_classes * (num_mixtures + 1), use_bias=False, kernel_regularizer=reg, name="gate")
-        self.expert = layers.Dense(num_classes * num_mixtures, kernel_regularizer=reg, name="expert")
-        if gated:
-            self.context = ContextGating(num_classes, l2=l2, name="output_gating")
-
-    def call(self, x, training=None):
-        m = self.num_mixtures
-        g = ops.softmax(ops.reshape(self.gate(x), (-1, self.num_classes, m + 1)), axis=-1)
-        e = ops.sigmoid(ops.reshape(self.expert(x), (-1, self.num_classes, m)))
-        p = ops.sum(g[:, :, :m] * e, axis=-1)
-        if self.gated:
-            p = self.context(p, training=training)
-        return p
+    moe_num_mixtures: int = field(default=2, metadata={"help": "", "min": 1})
 
 
 def build(cfg, name):
-    return MoeHead(cfg.num_classes, cfg.moe_num_mixtures, cfg.l2_penalty, gated=name == "GatedMoeModel", name="head")
+    o = cfg.options(Options)
+    return keras_layers().MoeHead(cfg.num_classes, o.moe_num_mixtures, cfg.l2_penalty, gated=name == "GatedMoeModel",
+                                  name="head")
+
+
+@functools.cache
+def keras_layers():
+    """MoeHead, defined on first use."""
+    from ..layers import ContextGating, regularizer  # (first: TensorFlow loaded quietly before Keras)
+
+    import keras
+    from keras import layers, ops
+
+    @keras.saving.register_keras_serializable("yt8m")
+    class MoeHead(layers.Layer):
+        """Softmax gate over M experts + a dummy expert, sigmoid experts."""
+
+        def __init__(self, num_classes, num_mixtures, l2=0.0, gated=False, **kw):
+            super().__init__(**kw)
+            self.num_classes = num_classes
+            self.num_mixtures = num_mixtures
+            self.gated = gated
+            reg = regularizer(l2)
+            self.gate = layers.Dense(num_classes * (num_mixtures + 1), use_bias=False, kernel_regularizer=reg, name="gate")
+            self.expert = layers.Dense(num_classes * num_mixtures, kernel_regularizer=reg, name="expert")
+            if gated:
+                self.context = ContextGating(num_classes, l2=l2, name="output_gating")
+
+        def call(self, x, training=None):
+            m = self.num_mixtures
+            g = ops.softmax(ops.reshape(self.gate(x), (-1, self.num_classes, m + 1)), axis=-1)
+            e = ops.sigmoid(ops.reshape(self.expert(x), (-1, self.num_classes, m)))
+            p = ops.sum(g[:, :, :m] * e, axis=-1)
+            if self.gated:
+                p = self.context(p, training=training)
+            return p
+
+    return types.SimpleNamespace(MoeHead=MoeHead)
 
 
 def lower(g, model, cfg, x, cols):
