@@ -138,9 +138,10 @@ class TrainConfig:
     xla: bool | None = field(default=None, metadata={  # None: on where one replica trains (see trainer)
         "help": "compile each training step with XLA (default: on, except across several replicas and for "
                 "the LSTM; frame-level batches are padded to a multiple of 60 frames)", "type": bool})
-    shuffle_buffer: int = 4096   # records at most in the shuffle buffer, and:
+    shuffle_buffer: int = 4096   # records at most in the shuffle buffer (which holds 5 batches), and:
     shuffle_mb: int = field(default=512, metadata={
-        "help": "memory for the shuffle buffer of serialized records, in MB (it holds at most 4096 records)"})
+        "help": "memory for the shuffle buffer of serialized records, in MB (it holds 5 batches, as the "
+                "starter's queue, and at most 4096 records)"})
     skip_corrupt: bool = field(default=False, metadata={"help": "drop corrupt records (with a warning) instead of stopping"})
     num_gpu: int = field(default=1, metadata={"help": "at most this many GPUs, one replica each (the starter's)"})
     num_readers: int = field(default=8, metadata={"help": "training files read at once"})

@@ -241,15 +241,18 @@ class _Run:
 
     def dataset(self, start_step: int, xla: bool):
         """The distributed training input; a resumed run reshuffles with a step-dependent seed instead of
-        replaying the first batches; the shuffle buffer is bounded in bytes (a real frame-level record
-        is ~270 kB: 4096 of them 1.1 GB)."""
+        replaying the first batches. The shuffle buffer holds 5 batches of serialized records (the
+        capacity of the starter's shuffle_batch_join queue, which held them as float frames padded to 300),
+        at most --shuffle_buffer records and --shuffle_mb (a real frame-level record is ~270 kB: 4096 of
+        them 1.1 GB). At batch 64 a buffer of 4096 synthetic frame-level records was 280 MB, which put
+        FrameLevelLogistic's peak RSS 300 MB over the starter's."""
         from ..io.framing import mean_record_bytes
         from .data import make_dataset
 
         tcfg = self.tcfg
         mean = mean_record_bytes(self.files[0])
-        buffer = tcfg.shuffle_buffer if mean is None else int(max(1, min(tcfg.shuffle_buffer,
-                                                                          tcfg.shuffle_mb * 2 ** 20 // mean)))
+        buffer = min(tcfg.shuffle_buffer, 5 * tcfg.batch_size)
+        buffer = buffer if mean is None else int(max(1, min(buffer, tcfg.shuffle_mb * 2 ** 20 // mean)))
         ds = make_dataset(self.files, self.mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
                           num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
                           segment_buffer=tcfg.shuffle_buffer, skip_corrupt=tcfg.skip_corrupt,
