@@ -192,6 +192,24 @@ def test_dbof_batch_norm_projection_gradient_equals_keras():
     assert np.abs(results[0][2]).max() > 1 and np.abs(results[0][3]).max() > 1    # beta's and the kernel's
 
 
+def test_clip_by_global_norm_equals_tensorflows():
+    """The trainer's clip (no pass over the gradients when within the norm) gives TensorFlow's values bit for
+    bit: below, at and above the norm, and NaN for an infinite gradient."""
+    from yt8m_engine.train.trainer import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    base = [rng.normal(size=(30, 7)).astype(np.float32), rng.normal(size=(7,)).astype(np.float32)]
+    norm = float(np.sqrt(sum((b.astype(np.float64) ** 2).sum() for b in base)))
+    fn = tf.function(lambda g, c: clip_by_global_norm(tf, g, c))
+    for clip in (norm * 2, norm, norm * 0.3, 1.0, 2.0 ** int(np.log2(norm) + 1), 0.1, 5.0):
+        grads = [tf.constant(b) for b in base]
+        want = tf.clip_by_global_norm(grads, clip)[0]
+        for got, w in zip(fn(grads, clip), want):
+            np.testing.assert_array_equal(got.numpy(), w.numpy())
+    grads = [tf.constant(base[0]), tf.constant(np.array([np.inf] + [0] * 6, np.float32))]
+    assert all(np.isnan(g.numpy()).all() for g in fn(grads, 1.0))
+
+
 def test_losses_match_numpy():
     from yt8m_engine.train.losses import cross_entropy_loss, hinge_loss, softmax_loss
 
