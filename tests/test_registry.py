@@ -145,6 +145,10 @@ def test_each_architecture_file_holds_its_options():
                 assert "--" + f.name.replace("_", "-") in text, (module.__name__, f.name)
     assert {"dbof_cluster_size", "lstm_cells", "netvlad_hidden_size", "nextvlad_groups", "moe_num_mixtures",
             "gating"} <= set(owned)
+    flat = " ".join(helps["train"].split())  # the help names the models that read each option
+    assert "--dbof-cluster-size, --dbof_cluster_size INTEGER [DbofModel]" in flat
+    assert "--gating BOOLEAN [NetVladModel, NeXtVladModel] context gating" in flat
+    assert "--moe-num-mixtures, --moe_num_mixtures INTEGER [MoeModel, GatedMoeModel]" in flat
     assert fields == set(owned) | {g.name for g in dataclasses.fields(config.CommonOptions)}
 
     config.ModelConfig(dbof_cluster_size=0, nextvlad_groups=7).validate()  # FrameLevelLogistic: not its parts

@@ -105,7 +105,10 @@ def config_options(cls, required: tuple[str, ...] = ()):
                 continue
             kebab, t = fl.name.replace("_", "-"), fl.metadata.get("type", type(fl.default))
             req = fl.name in required
-            kw = dict(help=fl.metadata["help"] or None, show_default=fl.default is not None and not req)
+            text = fl.metadata["help"]
+            if fl.metadata.get("parts"):  # an architecture's option: the models that read it, first
+                text = f"[{', '.join(n for p in fl.metadata['parts'] for n in registry.users(p))}] {text}".strip()
+            kw = dict(help=text or None, show_default=fl.default is not None and not req)
             if t is bool:
                 f = bopt(kebab, default=fl.default, **kw)(f)
             else:

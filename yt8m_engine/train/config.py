@@ -93,7 +93,8 @@ def compose(modules) -> type:
     """ModelConfig: CommonOptions plus the fields of every module's `Options`, flat (the starter's flag
     names: one namespace for the CLI, the saved config and the ONNX metadata). An option two files
     declare alike (same type, default and help) is one option; declared differently, an error."""
-    fields, seen = [], {f.name: ("CommonOptions", f) for f in dataclasses.fields(CommonOptions)}
+    seen = {f.name: ("CommonOptions", f) for f in dataclasses.fields(CommonOptions)}
+    owners: dict[str, list] = {}  # option -> the modules that declare it (the CLI's help names their models)
     for module in modules:
         opts = getattr(module, "Options", None)
         for f in dataclasses.fields(opts) if opts is not None else ():
@@ -101,9 +102,12 @@ def compose(modules) -> type:
                 where, g = seen[f.name]
                 if (g.type, g.default, dict(g.metadata)) != (f.type, f.default, dict(f.metadata)):
                     raise TypeError(f"option {f.name!r} declared differently in {where} and {module.__name__}")
-                continue
-            seen[f.name] = (module.__name__, f)
-            fields.append((f.name, f.type, field(default=f.default, metadata=f.metadata)))
+            else:
+                seen[f.name] = (module.__name__, f)
+            owners.setdefault(f.name, []).append(module.__name__)
+    fields = [(name, seen[name][1].type, field(default=seen[name][1].default,
+                                               metadata={**seen[name][1].metadata, "parts": tuple(mods)}))
+              for name, mods in owners.items()]
     cls = dataclasses.make_dataclass("ModelConfig", fields, bases=(CommonOptions,))
     cls.__module__ = __name__
     cls.__doc__ = "What the network is: enough to rebuild it (and to export it) without any flag."

@@ -62,5 +62,13 @@ def part_modules() -> list:
     return [importlib.import_module(f"{__package__}.{n}") for n in names]
 
 
+def users(module_name: str) -> list[str]:
+    """The model and head names whose backbone or head is the module `module_name` (a part's file)."""
+    short = module_name.rsplit(".", 1)[-1]
+    if module_name.rsplit(".", 2)[-2] == "heads":
+        return [k for k, v in HEADS.items() if v == short]
+    return [k for k, v in MODELS.items() if v.backbone == short]
+
+
 def models_help() -> str:
     return "; ".join(f"{k}: {v.doc}" for k, v in MODELS.items())
