@@ -135,12 +135,13 @@ def test_each_architecture_file_holds_its_options():
     from yt8m_engine.train import config
 
     fields = {f.name for f in dataclasses.fields(config.ModelConfig)}
+    common = {f.name for f in dataclasses.fields(config.CommonOptions)}
     helps = {c: CliRunner().invoke(cli, [c, "--help"], terminal_width=200).output for c in ("train", "eval")}
     owned = []
     for module in (m for m in registry.part_modules() if hasattr(m, "Options")):
         for f in dataclasses.fields(module.Options):
             owned.append(f.name)
-            assert f.name in fields and f.name not in {g.name for g in dataclasses.fields(config.CommonOptions)}
+            assert f.name in fields and f.name not in common
             for text in helps.values():
                 assert "--" + f.name.replace("_", "-") in text, (module.__name__, f.name)
     assert {"dbof_cluster_size", "lstm_cells", "netvlad_hidden_size", "nextvlad_groups", "moe_num_mixtures",
@@ -149,7 +150,7 @@ def test_each_architecture_file_holds_its_options():
     assert "--dbof-cluster-size, --dbof_cluster_size INTEGER [DbofModel]" in flat
     assert "--gating BOOLEAN [NetVladModel, NeXtVladModel] context gating" in flat
     assert "--moe-num-mixtures, --moe_num_mixtures INTEGER [MoeModel, GatedMoeModel]" in flat
-    assert fields == set(owned) | {g.name for g in dataclasses.fields(config.CommonOptions)}
+    assert fields == set(owned) | common
 
     config.ModelConfig(dbof_cluster_size=0, nextvlad_groups=7).validate()  # FrameLevelLogistic: not its parts
     with pytest.raises(Yt8mError, match="--dbof_cluster_size must be at least 1"):

@@ -42,6 +42,28 @@ class FrameInput(layers.Layer):
         return l2_normalize(x, -1) * ops.cast(mask, x.dtype), mask
 
 
+class OptionsLayer(layers.Layer):
+    """A layer made from its architecture's Options (`options`: as the dict Keras serializes), the frame
+    size d and the weights' L2 penalty l2 (DBoF, NetVLAD, NeXtVLAD)."""
+
+    def __init__(self, options: dict, d: int, l2: float, **kw):
+        super().__init__(**kw)
+        self.options, self.d, self.l2 = options, d, l2
+
+    def get_config(self):
+        return {**super().get_config(), "options": self.options, "d": self.d, "l2": self.l2}
+
+
+def pooled_frames(cfg, inputs, layer_class, options, name: str):
+    """FrameInput, then layer_class(options, d, l2) over the normalised frames, their mask and num_frames:
+    a frame-pooling backbone's build (NetVLAD, NeXtVLAD)."""
+    import dataclasses
+
+    x, mask = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
+    layer = layer_class(dataclasses.asdict(options), sum(cfg.feature_sizes), cfg.l2_penalty, name=name)
+    return layer(x, mask, inputs["num_frames"])
+
+
 @keras.saving.register_keras_serializable("yt8m")
 class LastStep(layers.Layer):
     """The output of an unmasked sequence at num_frames - 1."""

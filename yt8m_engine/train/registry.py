@@ -43,8 +43,16 @@ MODELS = {
 HEADS = {"LogisticModel": "logistic", "MoeModel": "moe", "GatedMoeModel": "moe"}  # name -> train/heads/ module
 
 
+def _backbone_module(spec: ModelSpec) -> str:
+    return f"{__package__}.backbones.{spec.backbone}"
+
+
+def _head_module(file: str) -> str:
+    return f"{__package__}.heads.{file}"
+
+
 def backbone(model: str):
-    return importlib.import_module(f"{__package__}.backbones.{MODELS[model].backbone}")
+    return importlib.import_module(_backbone_module(MODELS[model]))
 
 
 def head_name(cfg) -> str:
@@ -52,22 +60,20 @@ def head_name(cfg) -> str:
 
 
 def head(name: str):
-    return importlib.import_module(f"{__package__}.heads.{HEADS[name]}")
+    return importlib.import_module(_head_module(HEADS[name]))
 
 
 def part_modules() -> list:
     """The files of every registered head and backbone, once each, in the order above (their Options
     compose ModelConfig)."""
-    names = dict.fromkeys([f"heads.{h}" for h in HEADS.values()] + [f"backbones.{s.backbone}" for s in MODELS.values()])
-    return [importlib.import_module(f"{__package__}.{n}") for n in names]
+    names = dict.fromkeys([_head_module(h) for h in HEADS.values()] + [_backbone_module(s) for s in MODELS.values()])
+    return [importlib.import_module(n) for n in names]
 
 
 def users(module_name: str) -> list[str]:
     """The model and head names whose backbone or head is the module `module_name` (a part's file)."""
-    short = module_name.rsplit(".", 1)[-1]
-    if module_name.rsplit(".", 2)[-2] == "heads":
-        return [k for k, v in HEADS.items() if v == short]
-    return [k for k, v in MODELS.items() if v.backbone == short]
+    return ([k for k, v in HEADS.items() if _head_module(v) == module_name]
+            + [k for k, v in MODELS.items() if _backbone_module(v) == module_name])
 
 
 def models_help() -> str:

@@ -87,19 +87,17 @@ def _sample_frames():
 
 
 def _dbof():
-    from ..layers import regularizer  # (first: TensorFlow loaded quietly before Keras)
+    from ..layers import OptionsLayer, regularizer  # (first: TensorFlow loaded quietly before Keras)
 
     import keras
     from keras import layers, ops
 
     @keras.saving.register_keras_serializable("yt8m")
-    class Dbof(layers.Layer):
-        """Per-frame projection to clusters, max/average pooling, hidden layer (options: Options as a dict,
-        as Keras serializes it; d: the frame size; l2: the weights' L2 penalty)."""
+    class Dbof(OptionsLayer):
+        """Per-frame projection to clusters, max/average pooling, hidden layer."""
 
         def __init__(self, options: dict, d: int, l2: float, **kw):
-            super().__init__(**kw)
-            self.options, self.d, self.l2 = options, d, l2
+            super().__init__(options, d, l2, **kw)
             c = Options(**options)
             reg = regularizer(l2)
             bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
@@ -142,9 +140,6 @@ def _dbof():
             if self.hidden_bn is not None:
                 h = self.hidden_bn(h, training=training)
             return self.act(h)
-
-        def get_config(self):
-            return {**super().get_config(), "options": self.options, "d": self.d, "l2": self.l2}
 
     return Dbof
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import types
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 def gating_option():
     """--gating, one option that NetVLAD and NeXtVLAD both read (declared alike in both Options)."""
@@ -21,29 +21,23 @@ class Options:
 
 
 def build(cfg, inputs):
-    from ..layers import FrameInput
+    from ..layers import pooled_frames
 
-    x, mask = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
-    layer = keras_layers().NetVlad(asdict(cfg.options(Options)), sum(cfg.feature_sizes), cfg.l2_penalty,
-                                   name="netvlad")
-    return layer(x, mask, inputs["num_frames"])
+    return pooled_frames(cfg, inputs, keras_layers().NetVlad, cfg.options(Options), "netvlad")
 
 
 @functools.cache
 def keras_layers():
     """NetVlad, defined on first use."""
-    from ..layers import ContextGating, l2_normalize, regularizer  # (first: TensorFlow loaded quietly)
+    from ..layers import ContextGating, OptionsLayer, l2_normalize, regularizer  # (first: TensorFlow loaded quietly)
 
     import keras
     from keras import layers, ops
 
     @keras.saving.register_keras_serializable("yt8m")
-    class NetVlad(layers.Layer):
-        """options: Options as a dict (as Keras serializes it); d: the frame size; l2: the L2 penalty."""
-
+    class NetVlad(OptionsLayer):
         def __init__(self, options: dict, d: int, l2: float, **kw):
-            super().__init__(**kw)
-            self.options, self.d, self.l2 = options, d, l2
+            super().__init__(options, d, l2, **kw)
             o = Options(**options)
             self.k = o.netvlad_cluster_size
             self.assign = layers.Dense(self.k, kernel_regularizer=regularizer(l2), name="assign")
@@ -63,9 +57,6 @@ def keras_layers():
             vlad = l2_normalize(ops.reshape(vlad, (-1, self.d * self.k)), 1)
             h = self.hidden(vlad)
             return self.gating(h, training=training) if self.gating is not None else h
-
-        def get_config(self):
-            return {**super().get_config(), "options": self.options, "d": self.d, "l2": self.l2}
 
     return types.SimpleNamespace(NetVlad=NetVlad)
 
