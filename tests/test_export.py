@@ -157,9 +157,10 @@ def test_export_at_default_size_stays_lean():
     assert out["DbofModel"][0] > 50e6  # really the default size (8192 clusters)
     peak = max(v[1] for v in out.values())
     assert peak < 4096, out
-    # writing adds at most the largest weight (MoE's gates, 53 MB) to what building the model took:
-    # the weights are made one at a time as they are written (it was +250 MB for the MoE)
-    assert out["MoeModel"][1] - out["MoeModel"][2] < 120, out
+    # writing adds no copy of the MoE's weights to what building the model took: they are written one at a
+    # time from views of the variables (it was +250 MB when the whole model was serialized, then +106 MB
+    # and +53 MB with its largest kernel, the gates' 53 MB, copied once or twice)
+    assert out["MoeModel"][1] - out["MoeModel"][2] < 25, out
 
 
 @pytest.mark.parametrize("model", ["DbofModel", "FrameLevelLogisticModel", "NetVladModel"])

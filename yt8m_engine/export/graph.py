@@ -3,6 +3,7 @@ share (the uint8 frame input, batch norm as an affine map, a dense layer applied
 normalisation). Opset 17."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,19 @@ from onnx import TensorProto, helper, numpy_helper
 from .. import format as fmt
 
 L2_EPS = 1e-12
+
+
+def host(weight) -> np.ndarray:
+    """A weight (a Keras or TensorFlow variable, or an array) as a NumPy array, without a copy where it is
+    in host memory: a read-only view of the variable's buffer (the exports beside every checkpoint copied
+    each kernel: a MoE's gate kernel is 53 MB, which put the training process's peak RSS over the
+    starter's). Elsewhere (a GPU) a copy."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and not isinstance(weight, np.ndarray):
+        t = tf.convert_to_tensor(weight)
+        if t.device.endswith("CPU:0"):
+            return np.from_dlpack(t)
+    return np.asarray(weight)
 
 
 @dataclass
@@ -46,9 +60,9 @@ class Graph:
         only when the model is written, one at a time: see onnx_export.save_onnx)."""
         def make():
             arr = np.asarray(value() if callable(value) else value)
-            if dtype is not None:
-                return arr.astype(dtype)
-            return arr.astype(self.dtype) if arr.dtype.kind == "f" else arr
+            if dtype is not None:  # (no copy where it has the dtype: a MoE's gate kernel is 53 MB)
+                return arr.astype(dtype, copy=False)
+            return arr.astype(self.dtype, copy=False) if arr.dtype.kind == "f" else arr
 
         nm = name or self.name("c")
         self.arrays.append((nm, make))
@@ -77,8 +91,7 @@ class Graph:
         return self.op("Mul", [x, inv])
 
     def dense(self, x, kernel, bias=None, cols=None):
-        y = self.op("MatMul", [x, self.const(lambda: np.asarray(kernel)[:, cols] if cols is not None
-                                             else np.asarray(kernel))])
+        y = self.op("MatMul", [x, self.const(lambda: host(kernel)[:, cols] if cols is not None else host(kernel))])
         if bias is not None:
             b = np.asarray(bias)
             y = self.op("Add", [y, self.const(b[cols] if cols is not None else b)])
@@ -141,7 +154,7 @@ def scaled_dense(g: Graph, x, inv, kernel, bias=None, pre_bn=None):
     a, c = bn_affine(pre_bn) if pre_bn is not None else (None, None)
 
     def w():  # W' = a W, made when the model is written
-        k = np.asarray(kernel, np.float32)
+        k = host(kernel)
         return k if a is None else a[:, None] * k
 
     b = np.zeros(np.shape(kernel)[1], np.float32) if bias is None else np.asarray(bias, np.float32)

@@ -312,6 +312,7 @@ class _Run:
         def train_step(inputs, labels, weights):
             loss, preds = strategy.run(step_fn, args=(inputs, labels, weights))
             loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
+            self.step_var.assign_add(1)  # (here, not eagerly after the step: ~0.8 ms a step on 2 cores)
             return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
 
         return train_step
@@ -335,7 +336,6 @@ class _Run:
             for inputs, labels, weights in ds:
                 loss, preds, labels_all = train_step(inputs, labels, weights)
                 step += 1
-                self.step_var.assign(step)
                 n = int(preds.shape[0])
                 examples += n
                 self.log.examples += n
@@ -355,6 +355,7 @@ class _Run:
             raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine "
                             "inspect', or pass --skip-corrupt to drop bad records") from None
         finally:
+            step = int(self.step_var.numpy())  # (an interrupt between the update and `step += 1`: the update counts)
             if last is not None and self.log.logged_at != step:  # the final step's scalars reach TensorBoard too
                 self.log(*last)
             if step != saved_at or self.manager.latest_checkpoint is None:
@@ -374,6 +375,8 @@ class _Run:
 class _Log:
     """The progress line and TensorBoard scalars of a logged step (its batch's metrics)."""
 
+    NAMES = ("loss", "examples_per_sec", "hit_at_one", "perr", "gap")
+
     def __init__(self, run: _Run, step: int):
         tf = _tf()
         folder = run.tcfg.train_dir if run.chief else os.path.join(run.ckpt_dir, "..", "logs")
@@ -382,6 +385,15 @@ class _Log:
         self.loss, self.metrics = float("nan"), {}
         self.t = time.perf_counter()
 
+        @tf.function
+        def write(step, values):  # one call for the scalars (eagerly, ~0.7 ms each on 2 cores)
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("learning_rate", run.optimizer.learning_rate)  # the schedule's current rate
+                for i, name in enumerate(self.NAMES):
+                    tf.summary.scalar(name, values[i])
+
+        self.write = write
+
     def __call__(self, step, loss, preds, labels_all) -> None:
         tf = _tf()
         self.logged_at = step
@@ -389,16 +401,11 @@ class _Log:
         r = batch_metrics(preds.numpy(), labels_all.numpy(), top_k=20)
         now = time.perf_counter()
         eps = self.examples / max(now - self.t, 1e-9)
-        lr = float(self.run.optimizer.learning_rate)  # the schedule's current value
         self.metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
         self.run.echo(f"step {step:>6}  loss {self.loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
                       f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
-        with self.writer.as_default(step=step):
-            tf.summary.scalar("loss", self.loss)
-            tf.summary.scalar("learning_rate", lr)
-            tf.summary.scalar("examples_per_sec", eps)
-            for k, v in self.metrics.items():
-                tf.summary.scalar(k, v)
+        values = [self.loss, eps, *self.metrics.values()]
+        self.write(tf.constant(step, tf.int64), tf.constant(values, tf.float32))
         self.t, self.examples = now, 0
 
 

@@ -61,13 +61,15 @@ def lower(g, model, cfg, x, cols):
     mixes all classes first."""
     import numpy as np
 
+    from ...export.graph import host
+
     head = model.get_layer("head")
     m, c, gated = head.num_mixtures, head.num_classes, head.gated
     out_cols = None if gated else cols
     k = c if out_cols is None else len(out_cols)
 
     def kernel(w, n):  # [D, C * n], only the columns of out_cols' classes; made when the model is written
-        w = np.asarray(w).reshape(-1, c, n)
+        w = host(w).reshape(-1, c, n)
         return (w if out_cols is None else w[:, out_cols]).reshape(w.shape[0], -1)
 
     eb = np.asarray(head.expert.bias).reshape(c, m)
