@@ -313,6 +313,8 @@ class _Run:
             loss, preds = strategy.run(step_fn, args=(inputs, labels, weights))
             loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
             self.step_var.assign_add(1)  # (here, not eagerly after the step: ~0.8 ms a step on 2 cores)
+            if strategy.num_replicas_in_sync > 1:  # (uint8 labels: collectives gather floats)
+                labels = strategy.run(lambda y: tf.cast(y, tf.float32), args=(labels,))
             return loss, strategy.gather(preds, axis=0), strategy.gather(labels, axis=0)
 
         return train_step
