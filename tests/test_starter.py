@@ -155,8 +155,12 @@ def test_the_starter_readme_runs_as_written(home):
     model_dir = home / "yt8m" / "models" / "frame" / "sample_model"
     assert (model_dir / "config.json").exists()
     # eval as written has no --run_once: it evaluates, then waits for the next checkpoint (as the starter)
-    p = subprocess.Popen(["bash", "-c", "exec " + ev], env=env, cwd=home, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it: a test run started in the background inherits it ignored (the eval
+    # then never stops: the CI run of this session's clone, started with `&`, timed out here)
+    # (PYTHONFAULTHANDLER: should it not stop, SIGABRT prints where each of its threads is)
+    p = subprocess.Popen(["bash", "-c", "exec " + ev], env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=home,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(300, p.kill)
     watchdog.start()
     out = []
@@ -168,7 +172,11 @@ def test_the_starter_readme_runs_as_written(home):
     time.sleep(1)
     assert p.poll() is None, p.communicate()[1][-3000:]  # still waiting for a new checkpoint
     p.send_signal(signal.SIGINT)
-    rest, err = p.communicate(timeout=60)
+    try:
+        rest, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGABRT)
+        pytest.fail("eval did not stop within 60 s of SIGINT; where it was:\n" + p.communicate(timeout=60)[1][-6000:])
     out = "".join(out) + rest
     assert p.returncode == 130 and "MAP@100000" in out and "Traceback" not in err, (out, err[-2000:])
     assert (model_dir / "eval" / "metrics.json").exists()
