@@ -13,9 +13,9 @@ PERR and GAP computed as the starter's eval_util does (a loop over the videos), 
 them. Ours: `yt8m-engine train` as users run it (its defaults, logging every 10 steps with the same
 three metrics; `--xla` is reported on its own line where given).
 
-The machine's fp32 GEMM rate is measured first and before each model (TensorFlow, all cores; the highest so
-far counts, as this VM drifts), and each model's ceiling, 80%
-of it over the model's training FLOPs an example (matrix products only), is printed beside the ratio.
+The machine's fp32 GEMM rate is measured first and before each model (TensorFlow, all cores; the highest
+so far counts, as this VM drifts), and each model's ceiling, 80% of it over the model's training FLOPs an
+example (matrix products only), is printed beside the ratio.
 Each side runs in a process of its own (peak RSS of the process: proc.py); both log examples/s over
 windows of steps, the first --warmup steps are dropped, and the median window is reported. The two
 sides alternate model by model. Prints, per model and batch size:

@@ -155,9 +155,9 @@ def test_the_starter_readme_runs_as_written(home):
     model_dir = home / "yt8m" / "models" / "frame" / "sample_model"
     assert (model_dir / "config.json").exists()
     # eval as written has no --run_once: it evaluates, then waits for the next checkpoint (as the starter)
-    # SIGINT as a terminal delivers it: a test run started in the background inherits it ignored (the eval
-    # then never stops: the CI run of this session's clone, started with `&`, timed out here)
-    # (PYTHONFAULTHANDLER: should it not stop, SIGABRT prints where each of its threads is)
+    # SIGINT as a terminal delivers it (a test run started in the background inherits it ignored, and the
+    # eval would then never stop). One clean-clone run timed out here, cause not found: should it not stop,
+    # SIGABRT under PYTHONFAULTHANDLER prints where each of its threads is.
     p = subprocess.Popen(["bash", "-c", "exec " + ev], env={**env, "PYTHONFAULTHANDLER": "1"}, cwd=home,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -377,7 +377,7 @@ class _Run:
 class _Log:
     """The progress line and TensorBoard scalars of a logged step (its batch's metrics)."""
 
-    NAMES = ("loss", "examples_per_sec", "hit_at_one", "perr", "gap")
+    NAMES = ("loss", "examples_per_sec", "hit_at_one", "perr", "gap")  # the scalars, in `write`'s order
 
     def __init__(self, run: _Run, step: int):
         tf = _tf()
@@ -403,7 +403,7 @@ class _Log:
         r = batch_metrics(preds.numpy(), labels_all.numpy(), top_k=20)
         now = time.perf_counter()
         eps = self.examples / max(now - self.t, 1e-9)
-        self.metrics = {"hit_at_one": r["hit_at_one"], "perr": r["perr"], "gap": r["gap"]}
+        self.metrics = {k: r[k] for k in self.NAMES[2:]}
         self.run.echo(f"step {step:>6}  loss {self.loss:8.3f}  {eps:8.1f} ex/s  hit@1 {r['hit_at_one']:.3f}  "
                       f"perr {r['perr']:.3f}  gap {r['gap']:.3f}")
         values = [self.loss, eps, *self.metrics.values()]
