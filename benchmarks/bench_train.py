@@ -48,9 +48,14 @@ NUM_CLASSES, MIXTURES, PENALTY = 3862, 2, 1e-8
 
 
 # -- the baseline ---------------------------------------------------------------------------------
-def _dense(v1, tf, x, n_out, name, bias=True):
-    w = v1.get_variable(name + "/weights", [x.shape[-1], n_out], initializer=v1.glorot_uniform_initializer())
-    v1.add_to_collection("reg", PENALTY * tf.nn.l2_loss(w))
+def _dense(v1, tf, x, n_out, name, bias=True, dbof=False):
+    """slim.fully_connected with its L2 regularizer; dbof: DbofModel's own get_variable (N(0, 1 / fan-in), not
+    regularised)."""
+    d = int(x.shape[-1])
+    init = v1.random_normal_initializer(stddev=d ** -0.5) if dbof else v1.glorot_uniform_initializer()
+    w = v1.get_variable(name + "/weights", [d, n_out], initializer=init)
+    if not dbof:
+        v1.add_to_collection("reg", PENALTY * tf.nn.l2_loss(w))
     y = tf.matmul(x, w)
     return y + v1.get_variable(name + "/biases", [n_out], initializer=v1.zeros_initializer()) if bias else y
 
@@ -176,10 +181,10 @@ def baseline(model, pattern, batch_size, steps, log_every):
             sel = tf.stack([tf.tile(tf.expand_dims(tf.range(b), 1), [1, 30]), idx], 2)
             x = tf.reshape(tf.gather_nd(fr, sel), [-1, 1152])
             x = _batch_norm(v1, tf, x, "input_bn", [0])
-            a = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_cluster_size"], "cluster", False),
+            a = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_cluster_size"], "cluster", False, True),
                                         "cluster_bn", [0]))
             x = tf.reduce_max(tf.reshape(a, [-1, 30, DBOF["dbof_cluster_size"]]), 1)
-            x = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_hidden_size"], "hidden", False),
+            x = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_hidden_size"], "hidden", False, True),
                                         "hidden_bn", [0]))
     preds = _moe(v1, tf, x) if model in ("MoeModel", "DbofModel", "LstmModel") else tf.nn.sigmoid(_dense(v1, tf, x, NUM_CLASSES,
                                                                                              "logistic"))

@@ -226,6 +226,46 @@ def test_losses_match_numpy():
     assert float(softmax_loss(p, y)) == pytest.approx(-(norm * logsm).sum(1).mean(), rel=1e-5)
 
 
+def test_regularisation_and_initialisation_are_the_starters():
+    """--l2_penalty means what the starter's slim.l2_regularizer means: l2 * sum(w^2) / 2 over each
+    regularised kernel (Keras' own L2 is twice that); DBoF regularises only its MoE head and draws its
+    cluster and hidden weights from N(0, 1 / fan-in); its batch norms decay as slim's, 0.999."""
+    from yt8m_engine.train.models import build_model
+
+    def penalty(model):
+        return float(sum(float(x) for x in model.losses))
+
+    def half_sum_sq(*ws):
+        return sum(float(np.sum(np.square(w.numpy().astype(np.float64)))) for w in ws) / 2
+
+    l2 = 1e-3
+    m = build_model(small_config("LogisticModel", l2_penalty=l2), seed=0)
+    assert penalty(m) == pytest.approx(l2 * half_sum_sq(m.get_layer("head").kernel), rel=1e-5)
+    m = build_model(small_config("MoeModel", l2_penalty=l2), seed=0)
+    head = m.get_layer("head")
+    assert penalty(m) == pytest.approx(l2 * half_sum_sq(head.gate.kernel, head.expert.kernel), rel=1e-5)
+
+    cfg = small_config("DbofModel", l2_penalty=l2, dbof_cluster_size=512, dbof_hidden_size=256)
+    cfg.batch_norm_momentum = type(cfg)().batch_norm_momentum  # the default (the tests' small models: 0.9)
+    m = build_model(cfg, seed=0)
+    head, dbof = m.get_layer("head"), m.get_layer("dbof")
+    assert penalty(m) == pytest.approx(l2 * half_sum_sq(head.gate.kernel, head.expert.kernel), rel=1e-5)
+    for dense, fan_in in ((dbof.cluster, 1152), (dbof.hidden, 512)):
+        w = dense.kernel.numpy()
+        assert w.std() == pytest.approx(fan_in ** -0.5, rel=0.03) and abs(w.mean()) < 0.05 * fan_in ** -0.5
+        assert np.mean(np.abs(w) > 2 * fan_in ** -0.5) == pytest.approx(0.0455, abs=0.01)  # normal, not uniform
+    assert dbof.input_bn.momentum == dbof.cluster_bn.momentum == dbof.hidden_bn.momentum == 0.999
+
+    # the LSTM: each layer's input and recurrent matrices as one Glorot-uniform [n + h, 4h] (BasicLSTMCell)
+    m = build_model(small_config("LstmModel", lstm_cells=64), seed=0)
+    for name, n in (("lstm_0", 1152), ("lstm_1", 64)):
+        cell, limit = m.get_layer(name).cell, (6 / (n + 64 + 4 * 64)) ** 0.5
+        w = np.concatenate([cell.kernel.numpy(), cell.recurrent_kernel.numpy()])
+        assert -limit <= w.min() < -0.98 * limit and 0.98 * limit < w.max() <= limit
+        assert w.std() == pytest.approx(limit / 3 ** 0.5, rel=0.03)
+        assert not np.array_equal(w[:64], w[-64:])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "BogusModel"], "unknown --model 'BogusModel'; valid models: LogisticModel"),
     (["--label_loss", "L1"], "unknown --label_loss 'L1'; valid losses: CrossEntropyLoss"),

@@ -21,8 +21,9 @@ def l2_normalize(x, axis):
 
 
 def regularizer(l2: float):
-    """The weights' L2 penalty (--l2_penalty), or None at 0."""
-    return keras.regularizers.L2(l2) if l2 > 0 else None
+    """The weights' L2 penalty (--l2_penalty) as the starter's slim.l2_regularizer: l2 * sum(w^2) / 2
+    (tf.nn.l2_loss; Keras' L2(l2) is l2 * sum(w^2), twice that); None at 0."""
+    return keras.regularizers.L2(l2 / 2) if l2 > 0 else None
 
 
 def dequantized(frames, num_frames):

@@ -24,8 +24,8 @@ class Options:
     dbof_activation: str = field(default="sigmoid", metadata={  # the starter's default since 2019 (relu6 before)
         "help": "sigmoid, relu6 or relu (the starter's default: sigmoid)", "choices": ACTIVATIONS})
     dbof_add_batch_norm: bool = field(default=True, metadata={"help": ""})
-    # lower it (0.9) for short runs: inference uses the moving statistics
-    batch_norm_momentum: float = field(default=0.99, metadata={"help": "0.9 suits short runs"})
+    # slim.batch_norm's decay, as the starter; lower it (0.9) for short runs: inference uses the moving statistics
+    batch_norm_momentum: float = field(default=0.999, metadata={"help": "0.9 suits short runs"})
     sample_random_frames: bool = field(default=True, metadata={"help": ""})
 
 
@@ -87,7 +87,7 @@ def _sample_frames():
 
 
 def _dbof():
-    from ..layers import OptionsLayer, regularizer  # (first: TensorFlow loaded quietly before Keras)
+    from ..layers import OptionsLayer  # (first: TensorFlow loaded quietly before Keras)
 
     import keras
     from keras import layers, ops
@@ -99,14 +99,18 @@ def _dbof():
         def __init__(self, options: dict, d: int, l2: float, **kw):
             super().__init__(options, d, l2, **kw)
             c = Options(**options)
-            reg = regularizer(l2)
+            # as the starter's: the cluster and hidden weights drawn from N(0, 1 / fan-in) (their biases,
+            # without batch norm, from N(0, 1 / d) and N(0, 0.01^2)) and not regularised (l2 is its MoE head's)
+            normal = keras.initializers.RandomNormal
             bn = dict(epsilon=1e-3, momentum=c.batch_norm_momentum)
             self.input_bn = layers.BatchNormalization(**bn, name="input_bn") if c.dbof_add_batch_norm else None
-            self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
-                                        name="cluster")
+            self.cluster = layers.Dense(c.dbof_cluster_size, use_bias=not c.dbof_add_batch_norm, name="cluster",
+                                        kernel_initializer=normal(stddev=d ** -0.5),
+                                        bias_initializer=normal(stddev=d ** -0.5))
             self.cluster_bn = layers.BatchNormalization(**bn, name="cluster_bn") if c.dbof_add_batch_norm else None
-            self.hidden = layers.Dense(c.dbof_hidden_size, use_bias=not c.dbof_add_batch_norm, kernel_regularizer=reg,
-                                       name="hidden")
+            self.hidden = layers.Dense(c.dbof_hidden_size, use_bias=not c.dbof_add_batch_norm, name="hidden",
+                                       kernel_initializer=normal(stddev=c.dbof_cluster_size ** -0.5),
+                                       bias_initializer=normal(stddev=0.01))
             self.hidden_bn = layers.BatchNormalization(**bn, name="hidden_bn") if c.dbof_add_batch_norm else None
             self.act = {"relu6": ops.relu6, "relu": ops.relu, "sigmoid": ops.sigmoid}[c.dbof_activation]
             self.activation, self.pooling = c.dbof_activation, c.dbof_pooling_method

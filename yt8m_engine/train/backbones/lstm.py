@@ -16,12 +16,19 @@ class Options:
 def build(cfg, inputs):
     from ..layers import FrameInput, LastStep  # (first: TensorFlow loaded quietly before Keras)
 
-    from keras import layers
+    from keras import initializers, layers
 
     o = cfg.options(Options)
     seq, _ = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
+    n, h = sum(cfg.feature_sizes), o.lstm_cells
     for i in range(o.lstm_layers):
-        seq = layers.LSTM(o.lstm_cells, return_sequences=True, name=f"lstm_{i}")(seq)
+        # as the starter's BasicLSTMCell: one Glorot-uniform matrix over [input; state] x 4 gates (Keras'
+        # default: the input's alone, and an orthogonal recurrent matrix); its forget_bias 1.0 is Keras'
+        # unit_forget_bias (a learned bias starting at 1 instead of a constant 1 added to one at 0)
+        limit = (6 / (n + 5 * h)) ** 0.5  # (an initializer instance each: an unseeded one repeats its draw)
+        seq = layers.LSTM(h, return_sequences=True, kernel_initializer=initializers.RandomUniform(-limit, limit),
+                          recurrent_initializer=initializers.RandomUniform(-limit, limit), name=f"lstm_{i}")(seq)
+        n = h
     return LastStep(name="last_step")(seq, inputs["num_frames"])
 
 
