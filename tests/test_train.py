@@ -302,9 +302,9 @@ def test_fused_optimizers_match_numpy(kind):
 
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
-    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(3)]
+    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(4)]
     var = tf.Variable(w0)
-    opt = FusedOptimizer(TrainConfig(optimizer=kind, base_learning_rate=0.1, batch_size=10,
+    opt = FusedOptimizer(TrainConfig(optimizer=kind, base_learning_rate=0.1, batch_size=8,
                                      learning_rate_decay_examples=20, learning_rate_decay=0.5), [var])
     w = w0.astype(np.float64)
     m = np.zeros_like(w)
@@ -312,7 +312,7 @@ def test_fused_optimizers_match_numpy(kind):
     acc = np.full_like(w, 0.1)
     ms = np.ones_like(w)
     for t, g in enumerate(grads, 1):
-        lr = 0.1 * 0.5 ** ((t - 1) // 2)  # staircase: 20 examples / batch 10 = every 2 steps
+        lr = 0.1 * 0.5 ** ((t - 1) * 8 // 20)  # staircase over examples seen: at step 3 (24 > 20), not 2
         if kind == "AdamOptimizer":
             m = 0.9 * m + 0.1 * g
             v = 0.999 * v + 0.001 * g * g
@@ -331,7 +331,7 @@ def test_fused_optimizers_match_numpy(kind):
             w = w - m
         opt.apply_gradients([(tf.constant(g), var)])
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-5, atol=1e-6)
-    assert int(opt.iterations.numpy()) == 3
+    assert int(opt.iterations.numpy()) == 4
 
 
 @pytest.mark.parametrize("xla", [True, False])

@@ -23,7 +23,7 @@ class FusedOptimizer(tf.Module):
         self.kind = OPTIMIZERS[tcfg.optimizer]
         self.base_lr = float(tcfg.base_learning_rate)
         self.decay = float(tcfg.learning_rate_decay)
-        self.decay_steps = max(1, tcfg.learning_rate_decay_examples // tcfg.batch_size)
+        self.batch_size, self.decay_examples = int(tcfg.batch_size), max(1, int(tcfg.learning_rate_decay_examples))
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         init = {"accumulator": 0.1, "ms": 1.0}  # tf.train's initial values; the other slots start at 0
@@ -33,8 +33,10 @@ class FusedOptimizer(tf.Module):
 
     @property
     def learning_rate(self):
-        """The current rate: base * decay ^ floor(step / decay_steps) (tf.train.exponential_decay, staircase)."""
-        k = tf.math.floordiv(self.iterations, self.decay_steps)
+        """The current rate: base * decay ^ floor(examples seen / decay examples), as the starter's
+        tf.train.exponential_decay(staircase) over global_step * batch_size (in integers: exact at the step
+        where the examples seen pass a multiple, 3907 at batch 1024, not 4 000 000 // 1024 = 3906)."""
+        k = tf.math.floordiv(self.iterations * self.batch_size, self.decay_examples)
         return self.base_lr * tf.pow(self.decay, tf.cast(k, tf.float32))
 
     def apply_gradients(self, grads_and_vars) -> None:

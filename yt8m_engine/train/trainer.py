@@ -29,7 +29,7 @@ def _tf():
 def make_optimizer(tcfg: TrainConfig):
     import keras
 
-    steps = max(1, tcfg.learning_rate_decay_examples // tcfg.batch_size)
+    steps = max(1, tcfg.learning_rate_decay_examples) / tcfg.batch_size  # (a fraction: as FusedOptimizer's rate)
     lr = keras.optimizers.schedules.ExponentialDecay(tcfg.base_learning_rate, steps, tcfg.learning_rate_decay,
                                                      staircase=True)
     kind = OPTIMIZERS[tcfg.optimizer]
