@@ -192,22 +192,33 @@ def test_dbof_batch_norm_projection_gradient_equals_keras():
     assert np.abs(results[0][2]).max() > 1 and np.abs(results[0][3]).max() > 1    # beta's and the kernel's
 
 
-def test_clip_by_global_norm_equals_tensorflows():
-    """The trainer's clip (no pass over the gradients when within the norm) gives TensorFlow's values bit for
-    bit: below, at and above the norm, and NaN for an infinite gradient."""
-    from yt8m_engine.train.trainer import clip_by_global_norm
+def test_clip_by_norm_equals_the_starters():
+    """The trainer clips each gradient by its own norm as the starter's utils.clip_gradient_norms
+    (tf.clip_by_norm), skipping the pass when within the norm, with TensorFlow's values bit for bit: below,
+    at and above the norm, clips that are powers of two and not, sparse gradients, infinite and NaN norms."""
+    from yt8m_engine.train.optim import clip_by_norm
 
     rng = np.random.default_rng(0)
-    base = [rng.normal(size=(30, 7)).astype(np.float32), rng.normal(size=(7,)).astype(np.float32)]
-    norm = float(np.sqrt(sum((b.astype(np.float64) ** 2).sum() for b in base)))
-    fn = tf.function(lambda g, c: clip_by_global_norm(tf, g, c))
-    for clip in (norm * 2, norm, norm * 0.3, 1.0, 2.0 ** int(np.log2(norm) + 1), 0.1, 5.0):
+    base = [rng.normal(size=(30, 7)).astype(np.float32), rng.normal(size=(7,)).astype(np.float32) * 0.1]
+    norms = [float(np.sqrt((b.astype(np.float64) ** 2).sum())) for b in base]
+    fn = tf.function(lambda g, c: clip_by_norm(g, c))
+    clipped = set()
+    for clip in (norms[0] * 2, norms[0], norms[1], norms[0] * 0.3, 1.0, 0.25, 2.0 ** int(np.log2(norms[0]) + 1), 0.1,
+                 5.0):
         grads = [tf.constant(b) for b in base]
-        want = tf.clip_by_global_norm(grads, clip)[0]
-        for got, w in zip(fn(grads, clip), want):
-            np.testing.assert_array_equal(got.numpy(), w.numpy())
-    grads = [tf.constant(base[0]), tf.constant(np.array([np.inf] + [0] * 6, np.float32))]
-    assert all(np.isnan(g.numpy()).all() for g in fn(grads, 1.0))
+        for got, g in zip(fn(grads, clip), grads):
+            want = tf.clip_by_norm(g, clip).numpy()
+            np.testing.assert_array_equal(got.numpy(), want)
+            clipped.add(not np.array_equal(want, g.numpy()))
+    assert clipped == {True, False}
+    sparse = tf.IndexedSlices(tf.constant(base[0][:3]), tf.constant([0, 4, 9]), tf.constant([30, 7]))
+    got = clip_by_norm([sparse], 0.5)[0]
+    np.testing.assert_array_equal(got.values.numpy(), tf.clip_by_norm(base[0][:3], 0.5).numpy())
+    odd = [np.array([np.inf] + [0] * 6, np.float32), np.array([np.nan] + [0] * 6, np.float32),
+           np.full(7, 3e38, np.float32)]  # an infinite, a NaN and an overflowing norm: as TensorFlow's
+    for g, got in zip(odd, fn([tf.constant(g) for g in odd], 1.0)):
+        np.testing.assert_array_equal(got.numpy(), tf.clip_by_norm(g, 1.0).numpy())
+        assert not np.isfinite(got.numpy()).all() or not got.numpy().any()
 
 
 def test_losses_match_numpy():
@@ -297,21 +308,27 @@ def test_corrupt_training_input(synth_dir, tmp_path):
 @pytest.mark.parametrize("kind", ["AdamOptimizer", "GradientDescentOptimizer", "MomentumOptimizer",
                                   "AdagradOptimizer", "RMSPropOptimizer"])
 def test_fused_optimizers_match_numpy(kind):
-    """Three steps of each fused optimizer against the tf.train update rules written in NumPy."""
+    """Four steps of each fused optimizer, gradients clipped, against the tf.train update rules and the
+    starter's clip written in NumPy."""
     from yt8m_engine.train.optim import FusedOptimizer
 
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
     grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(4)]
     var = tf.Variable(w0)
-    opt = FusedOptimizer(TrainConfig(optimizer=kind, base_learning_rate=0.1, batch_size=8,
+    opt = FusedOptimizer(TrainConfig(optimizer=kind, base_learning_rate=0.1, batch_size=8, clip_gradient_norm=3.0,
                                      learning_rate_decay_examples=20, learning_rate_decay=0.5), [var])
     w = w0.astype(np.float64)
     m = np.zeros_like(w)
     v = np.zeros_like(w)
     acc = np.full_like(w, 0.1)
     ms = np.ones_like(w)
+    clipped = 0
     for t, g in enumerate(grads, 1):
+        norm = np.sqrt((g.astype(np.float64) ** 2).sum())
+        clipped += norm > 3.0
+        opt.apply_gradients([(tf.constant(g), var)])
+        g = g * 3.0 / max(norm, 3.0)
         lr = 0.1 * 0.5 ** ((t - 1) * 8 // 20)  # staircase over examples seen: at step 3 (24 > 20), not 2
         if kind == "AdamOptimizer":
             m = 0.9 * m + 0.1 * g
@@ -329,9 +346,8 @@ def test_fused_optimizers_match_numpy(kind):
             ms = 0.9 * ms + 0.1 * g * g
             m = 0.0 * m + lr * g / np.sqrt(ms + 1e-10)
             w = w - m
-        opt.apply_gradients([(tf.constant(g), var)])
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-5, atol=1e-6)
-    assert int(opt.iterations.numpy()) == 4
+    assert int(opt.iterations.numpy()) == 4 and 0 < clipped < 4  # (the clip mattered, and not always)
 
 
 @pytest.mark.parametrize("xla", [True, False])
@@ -373,6 +389,29 @@ def test_mixed_precision_trains_on_the_cpu(synth_dir, tmp_path):
     ref = kp.predict_frames(frames, n)
     cols = np.asarray(om.info.class_ids)
     np.testing.assert_allclose(om.predict_frames(frames, n), ref[:, cols], atol=1e-5)
+
+
+def test_mixed_precision_clips_the_unscaled_gradients():
+    """Under loss scaling the gradients reach the optimizer multiplied by the scale (32768 at first): the
+    clip must act after the scale is taken out, each gradient by its own norm (clipping the scaled ones to
+    1 made every step 1/32768 of the starter's)."""
+    import keras
+
+    from yt8m_engine.train.trainer import make_optimizer
+
+    rng = np.random.default_rng(0)
+    w0 = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)]
+    grads = [rng.normal(size=(5, 3)).astype(np.float32) * 4, np.full(3, 0.1, np.float32)]  # norms ~12 and 0.17
+    var = [tf.Variable(w) for w in w0]
+    opt = keras.optimizers.LossScaleOptimizer(make_optimizer(TrainConfig(optimizer="sgd", base_learning_rate=0.5,
+                                                                         clip_gradient_norm=1.0)))
+    opt.build(var)
+    scale = float(opt.dynamic_scale.numpy())
+    assert scale > 1
+    opt.apply([tf.constant(g * scale) for g in grads], var)
+    for v, w, g in zip(var, w0, grads):
+        want = w - 0.5 * g / max(1.0, float(np.linalg.norm(g)))
+        np.testing.assert_allclose(v.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path):

@@ -27,21 +27,25 @@ def _tf():
 
 
 def make_optimizer(tcfg: TrainConfig):
+    """Keras' optimizer for --mixed_precision (inside its LossScaleOptimizer): clipnorm clips each
+    gradient by its own norm after the loss scale is taken out, as optim.clip_by_norm does for the
+    fused optimizers."""
     import keras
 
     steps = max(1, tcfg.learning_rate_decay_examples) / tcfg.batch_size  # (a fraction: as FusedOptimizer's rate)
     lr = keras.optimizers.schedules.ExponentialDecay(tcfg.base_learning_rate, steps, tcfg.learning_rate_decay,
                                                      staircase=True)
     kind = OPTIMIZERS[tcfg.optimizer]
+    kw = dict(clipnorm=tcfg.clip_gradient_norm) if tcfg.clip_gradient_norm > 0 else {}
     if kind == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **kw)
     if kind == "sgd":
-        return keras.optimizers.SGD(lr)
+        return keras.optimizers.SGD(lr, **kw)
     if kind == "momentum":
-        return keras.optimizers.SGD(lr, momentum=0.9)
+        return keras.optimizers.SGD(lr, momentum=0.9, **kw)
     if kind == "adagrad":
-        return keras.optimizers.Adagrad(lr)
-    return keras.optimizers.RMSprop(lr)
+        return keras.optimizers.Adagrad(lr, **kw)
+    return keras.optimizers.RMSprop(lr, **kw)
 
 
 def latest_checkpoint(train_dir: str) -> str | None:
@@ -160,26 +164,6 @@ def _train(run: "_Run", start_from_dir: str | None) -> dict:
         run.echo(f"already at step {start_step} >= --max_steps {tcfg.max_steps}: nothing to do")
         return {"steps": start_step, "train_dir": tcfg.train_dir, "checkpoint": run.manager.latest_checkpoint}
     return run.loop(start_step)
-
-
-def clip_by_global_norm(tf, grads: list, clip_norm: float) -> list:
-    """tf.clip_by_global_norm's result, without its pass over every gradient when the norm is within
-    clip_norm (it multiplies by 1.0 then): read and write the gradients only when they are scaled (a
-    NaN or infinite norm scales, making them NaN, as TensorFlow's does). Measured, batch 64: the pass is
-    ~5 ms of LogisticModel's ~25 ms step (the norm exceeds 1 in half its steps after the first 100) and
-    skipped in 85% of MoeModel's. TensorFlow scales by clip_norm * min(1 / norm, 1 / clip_norm), which
-    within the norm is clip_norm * (1 / clip_norm): exactly 1 for most values (1.0 among them), but not
-    all; for those (and sparse gradients) this is TensorFlow's function itself, so values stay bit for bit."""
-    c = np.float32(clip_norm)
-    if c * (np.float32(1) / c) != 1 or not all(isinstance(g, tf.Tensor) and g.dtype == tf.float32 for g in grads):
-        return tf.clip_by_global_norm(grads, clip_norm)[0]
-    norm = tf.linalg.global_norm(grads)
-
-    def scaled():
-        scale = clip_norm * (1.0 / norm) + (norm - norm)  # (NaN for an infinite norm)
-        return [g * scale for g in grads]
-
-    return tf.cond(norm <= clip_norm, lambda: list(grads), scaled)
 
 
 class _Run:
@@ -303,9 +287,7 @@ class _Run:
 
         def step_fn(inputs, labels, weights):
             loss, preds, grads = grads_of(inputs, labels, weights)
-            if tcfg.clip_gradient_norm > 0:
-                grads = clip_by_global_norm(tf, grads, tcfg.clip_gradient_norm)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # (which clips them, see make_optimizer)
             return loss, preds
 
         @tf.function(reduce_retracing=True)
