@@ -62,6 +62,7 @@ def test_two_workers_train_to_the_same_weights(synth_dir, tmp_path):
                  f"{cmd} --task_index 1 > {tmp_path}/w1.log 2>&1 & p1=$!\n"
                  "wait $p0 && wait $p1", timeout=300)
     assert r.returncode == 0, open(f"{tmp_path}/w0.log").read()[-2000:] + open(f"{tmp_path}/w1.log").read()[-2000:]
+    assert "trained 4 steps (64 examples" in open(f"{tmp_path}/w0.log").read()  # --batch_size 8 on each worker
     chief = load_model(str(tmp_path), f"{tmp_path}/checkpoints/ckpt-4")[0]
     worker = load_model(str(tmp_path), f"{tmp_path}/workers/1/checkpoints/ckpt-4")[0]
     start = load_model(str(tmp_path), f"{tmp_path}/checkpoints/ckpt-0")[0]

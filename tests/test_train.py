@@ -352,6 +352,22 @@ def test_fused_optimizers_match_numpy(kind):
     assert int(opt.iterations.numpy()) == 4 and 0 < clipped < 4  # (the clip mattered, and not always)
 
 
+def test_learning_rate_counts_the_examples_of_every_replica():
+    """--batch_size is per replica (the starter's per tower): with 2 replicas of 4, a step is 8 examples,
+    and the staircase decays once 20 examples have passed (step 3), for the fused and Keras optimizers."""
+    from yt8m_engine.train.optim import FusedOptimizer
+    from yt8m_engine.train.trainer import make_optimizer
+
+    tcfg = TrainConfig(batch_size=4, learning_rate_decay_examples=20, learning_rate_decay=0.5, base_learning_rate=1.0)
+    fused, keras_opt = FusedOptimizer(tcfg, [tf.Variable([1.0])], replicas=2), make_optimizer(tcfg, replicas=2)
+    rates = []
+    for step in range(6):
+        fused.iterations.assign(step)
+        keras_opt.iterations.assign(step)
+        rates.append((float(fused.learning_rate), float(keras_opt.learning_rate)))
+    assert rates == [(r, r) for r in (1, 1, 1, 0.5, 0.5, 0.25)]
+
+
 @pytest.mark.parametrize("xla", [True, False])
 def test_xla_option_trains_the_same(synth_dir, tmp_path, xla):
     """--xla (default on for video-level models) compiles the step; the losses equal the plain step's."""

@@ -125,7 +125,8 @@ class TrainConfig:
     train_data_pattern: str = field(default="", metadata={"help": "training files, e.g. ~/yt8m/2/frame/train*.tfrecord"})
     train_dir: str = field(default="/tmp/yt8m_model/", metadata={"help": "checkpoints, config and TensorBoard logs"})
     segment_labels: bool = field(default=False, metadata={"help": "fine-tune on rated segments (label weights)"})
-    batch_size: int = field(default=1024, metadata={"help": ""})
+    batch_size: int = field(default=1024, metadata={
+        "help": "examples a step on each replica (GPU or worker), as the starter's a tower"})
     base_learning_rate: float = field(default=0.01, metadata={"help": ""})
     learning_rate_decay: float = field(default=0.95, metadata={"help": ""})
     learning_rate_decay_examples: int = field(default=4_000_000, metadata={"help": ""})

@@ -39,12 +39,14 @@ _SLOTS = {"adam": ("m", "v"), "sgd": (), "momentum": ("momentum",), "adagrad": (
 class FusedOptimizer(tf.Module):
     """apply_gradients with one fused op a variable; checkpointed with its slots and step count."""
 
-    def __init__(self, tcfg: TrainConfig, variables, name: str = "optimizer"):
+    def __init__(self, tcfg: TrainConfig, variables, name: str = "optimizer", replicas: int = 1):
         super().__init__(name=name)
         self.kind = OPTIMIZERS[tcfg.optimizer]
         self.base_lr = float(tcfg.base_learning_rate)
         self.decay = float(tcfg.learning_rate_decay)
-        self.batch_size, self.decay_examples = int(tcfg.batch_size), max(1, int(tcfg.learning_rate_decay_examples))
+        # examples a step: --batch_size on each replica (the starter's global_step * batch_size * num_towers)
+        self.batch_size = int(tcfg.batch_size) * int(replicas)
+        self.decay_examples = max(1, int(tcfg.learning_rate_decay_examples))
         self.clip_norm = float(tcfg.clip_gradient_norm)
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)

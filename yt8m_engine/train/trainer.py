@@ -26,13 +26,14 @@ def _tf():
     return tf
 
 
-def make_optimizer(tcfg: TrainConfig):
+def make_optimizer(tcfg: TrainConfig, replicas: int = 1):
     """Keras' optimizer for --mixed_precision (inside its LossScaleOptimizer): clipnorm clips each
     gradient by its own norm after the loss scale is taken out, as optim.clip_by_norm does for the
     fused optimizers."""
     import keras
 
-    steps = max(1, tcfg.learning_rate_decay_examples) / tcfg.batch_size  # (a fraction: as FusedOptimizer's rate)
+    # (a fraction of steps: the rate decays with the examples seen, as FusedOptimizer's)
+    steps = max(1, tcfg.learning_rate_decay_examples) / (tcfg.batch_size * replicas)
     lr = keras.optimizers.schedules.ExponentialDecay(tcfg.base_learning_rate, steps, tcfg.learning_rate_decay,
                                                      staircase=True)
     kind = OPTIMIZERS[tcfg.optimizer]
@@ -218,13 +219,14 @@ class _Run:
         self.strategy = _strategy(tf, self.cluster, tcfg.num_gpu, self.echo)
         with self.strategy.scope():
             self.model = build_model(self.mcfg, seed=tcfg.seed)
+            replicas = self.strategy.num_replicas_in_sync
             if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
-                self.optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg))
+                self.optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg, replicas))
                 self.optimizer.build(self.model.trainable_variables)
             else:  # one fused op a variable, as TF 1's optimizers (see optim.py)
                 from .optim import FusedOptimizer
 
-                self.optimizer = FusedOptimizer(tcfg, self.model.trainable_variables)
+                self.optimizer = FusedOptimizer(tcfg, self.model.trainable_variables, replicas=replicas)
             self.step_var = tf.Variable(0, dtype=tf.int64, name="step")
         self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
         self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir, max_to_keep=5)
@@ -254,10 +256,11 @@ class _Run:
         from .data import make_dataset
 
         tcfg = self.tcfg
+        batch = tcfg.batch_size * self.strategy.num_replicas_in_sync  # --batch_size a replica, as the starter's a tower
         mean = mean_record_bytes(self.files[0])
-        buffer = min(tcfg.shuffle_buffer, 5 * tcfg.batch_size)
+        buffer = min(tcfg.shuffle_buffer, 5 * batch)
         buffer = buffer if mean is None else int(max(1, min(buffer, tcfg.shuffle_mb * 2 ** 20 // mean)))
-        ds = make_dataset(self.files, self.mcfg, tcfg.batch_size, segments=tcfg.segment_labels, training=True,
+        ds = make_dataset(self.files, self.mcfg, batch, segments=tcfg.segment_labels, training=True,
                           num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
                           segment_buffer=tcfg.shuffle_buffer, skip_corrupt=tcfg.skip_corrupt,
                           frame_multiple=60 if xla and not tcfg.segment_labels else 1, readers=tcfg.num_readers)
