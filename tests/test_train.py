@@ -77,7 +77,7 @@ def test_resume_and_start_new_model(synth_dir, tmp_path):
     r = train(cfg, tcfg, start_new_model=True, echo=lines.append)
     assert r["steps"] == 5 and latest_checkpoint(str(tmp_path)).endswith("ckpt-5")
     assert sorted(os.listdir(f"{tmp_path}/checkpoints"))[0].startswith("checkpoint")
-    with pytest.raises(Yt8mError, match="other settings"):
+    with pytest.raises(Yt8mError, match=r"other settings \(--moe_num_mixtures 2 there, 4 here\); resume with its"):
         train(small_config("FrameLevelLogisticModel", moe_num_mixtures=4), tcfg, echo=lambda s: None)
 
 

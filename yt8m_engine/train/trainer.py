@@ -167,6 +167,11 @@ def _train(run: "_Run", start_from_dir: str | None) -> dict:
     return run.loop(start_step)
 
 
+def _flag(value) -> str:
+    """A setting as it is written on the command line (lists comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 class _Run:
     """One training run's state: its folders, model, optimizer, checkpoints, input and log."""
 
@@ -198,9 +203,11 @@ class _Run:
         elif os.path.exists(os.path.join(train_dir, CONFIG_FILE)):
             saved, _ = load_config(train_dir)
             if dataclasses.asdict(saved) != dataclasses.asdict(mcfg):
-                diff = [k for k, v in dataclasses.asdict(saved).items() if dataclasses.asdict(mcfg)[k] != v]
-                raise Yt8mError(f"{train_dir} holds a {saved.model} trained with other settings ({', '.join(diff)}); "
-                                "resume without changing them, or pass --start_new_model (or another --train_dir)")
+                now = dataclasses.asdict(mcfg)
+                diff = [f"--{k} {_flag(v)} there, {_flag(now[k])} here" for k, v in dataclasses.asdict(saved).items()
+                        if now[k] != v]
+                raise Yt8mError(f"{train_dir} holds a {saved.model} trained with other settings ({'; '.join(diff)}); "
+                                "resume with its values, or pass --start_new_model (or another --train_dir)")
         os.makedirs(train_dir, exist_ok=True)
         if self.chief:
             save_config(train_dir, mcfg, self.tcfg)
