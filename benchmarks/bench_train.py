@@ -19,7 +19,8 @@ example (matrix products only), is printed beside the ratio.
 Each side runs in a process of its own (peak RSS of the process: proc.py); both log examples/s over
 windows of steps, the first --warmup steps are dropped, and the median window is reported. The two
 sides alternate model by model. Prints, per model and batch size:
-train_examples_per_s[MODEL,batch B] ours=X baseline=Y ratio=Z (peak RSS ..., machine).
+train_examples_per_s[MODEL,batch B] ours=X baseline=Y ratio=Z (peak RSS ..., machine); the batch GAP of each side
+after the warm-up (their learning curves side by side).
 The LSTM runs with 128 cells (the starter's 1024 take ~30 GFLOP an example) and, at batch 1024, 15
 steps logged every 5. NetVLAD and NeXtVLAD are not the starter's models: no baseline.
 Usage: python benchmarks/bench_train.py [--models MoeModel,DbofModel] [--batch-sizes 64,1024] [--steps 60]
@@ -259,6 +260,14 @@ def steady_rate(out: str, warmup: int) -> float:
     return float(np.median(rates))
 
 
+def late_gap(out: str, warmup: int) -> float:
+    """The mean batch GAP of the windows logged after the first `warmup` steps: both sides log it as the
+    starter's train.py does, so the two learning curves can be set side by side (same maths, other
+    initial draws and shuffles: close, not equal)."""
+    gaps = [float(g) for s, g in re.findall(r"^step\s+(\d+)\s.*?gap ([\d.]+)", out, re.M) if int(s) > warmup]
+    return float(np.mean(gaps)) if gaps else float("nan")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="LogisticModel,MoeModel,FrameLevelLogisticModel,DbofModel,LstmModel")
@@ -311,11 +320,13 @@ def main():
                 base_cmd = [sys.executable, __file__, "--side", "baseline", "--model", model, "--pattern", pattern,
                             "--batch", str(bs), "--steps", str(steps), "--log-every", str(every)]
                 pairs = []  # (ours, baseline, rss ours, rss baseline): the sides alternate, pair after pair
+                gaps = []  # (ours, baseline): the batch GAP after the warm-up, each run
                 for i in range(args.repeat):
                     first, second = (ours_cmd, base_cmd) if i % 2 == 0 else (base_cmd, ours_cmd)
                     a, b = timed(first), timed(second)
                     o, bl = (a, b) if i % 2 == 0 else (b, a)
                     pairs.append((steady_rate(o[2], warm), steady_rate(bl[2], warm), o[1], bl[1]))
+                    gaps.append((late_gap(o[2], warm), late_gap(bl[2], warm)))
                 ratios = [o / bl for o, bl, _, _ in pairs]
                 k = int(np.argsort(ratios)[len(ratios) // 2])  # the pair with the median ratio
                 ours, base = pairs[k][0], pairs[k][1]
@@ -326,7 +337,8 @@ def main():
                 each = f"pairs {' '.join(f'{r:.2f}x' for r in ratios)}; " if len(ratios) > 1 else ""
                 print(f"train_examples_per_s[{model},batch {bs}] ours={ours:.0f} baseline={base:.0f} "
                       f"ratio={ours / base:.2f}x {ceiling}{each}peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; "
-                      f"{machine})", flush=True)
+                      f"{machine}); batch GAP after step {warm}, mean of the runs: ours={np.mean([g[0] for g in gaps]):.3f} "
+                      f"baseline={np.mean([g[1] for g in gaps]):.3f}", flush=True)
                 if args.xla:
                     t_x, rss_x, out_x = timed(ours_cmd + ["--xla"])
                     xla = steady_rate(out_x, warm)
