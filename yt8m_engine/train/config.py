@@ -40,7 +40,8 @@ class CommonOptions:
     # lower bound, "choices": its valid values (validate checks both)
     num_classes: int = field(default=fmt.NUM_CLASSES, metadata={"help": "", "min": 1})
     max_frames: int = fmt.MAX_FRAMES
-    l2_penalty: float = field(default=1e-8, metadata={"help": ""})
+    l2_penalty: float = field(default=1e-8, metadata={
+        "help": "weights' L2 penalty, l2 * sum(w^2) / 2 as slim.l2_regularizer (the starter's 1e-8)"})
     video_level_classifier_model: str = field(default="MoeModel", metadata={
         "help": f"head of frame-level models: {', '.join(registry.HEADS)}"})
 
@@ -135,7 +136,8 @@ class TrainConfig:
     label_loss: str = field(default="CrossEntropyLoss", metadata={"help": ", ".join(LOSSES)})
     regularization_penalty: float = field(default=1.0, metadata={"help": ""})
     optimizer: str = field(default="AdamOptimizer", metadata={"help": ""})
-    clip_gradient_norm: float = field(default=1.0, metadata={"help": ""})
+    clip_gradient_norm: float = field(default=1.0, metadata={
+        "help": "clip each gradient to this L2 norm, as the starter (0: no clip)"})
     export_model_steps: int = field(default=1000, metadata={"help": "checkpoint period (steps)"})
     log_every: int = field(default=10, metadata={"help": "progress line period (steps)"})
     seed: int = field(default=0, metadata={"help": ""})
