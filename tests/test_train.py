@@ -352,6 +352,59 @@ def test_fused_optimizers_match_numpy(kind):
     assert int(opt.iterations.numpy()) == 4 and 0 < clipped < 4  # (the clip mattered, and not always)
 
 
+@pytest.mark.parametrize("xla", [True, False])
+def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, xla):
+    """Three of the trainer's steps on a LogisticModel against the starter's train.py written out in
+    NumPy (float64): inputs L2-normalised, CrossEntropyLoss (eps 1e-5) + l2 * sum(W^2) / 2, each gradient
+    clipped by its own norm, tf.train.AdamOptimizer on the staircase rate over examples seen. The L2
+    penalty is large enough to matter, the batch clips the kernel's gradient and not the bias's, and the
+    rate decays after the second step."""
+    from yt8m_engine.train.trainer import _Run
+
+    classes, batch, l2, lr, clip = 40, 8, 0.5, 0.05, 3.0
+    cfg = small_config("LogisticModel", num_classes=classes, l2_penalty=l2)
+    tcfg = TrainConfig(train_data_pattern=pattern(synth_dir, False), train_dir=str(tmp_path), batch_size=batch,
+                       base_learning_rate=lr, learning_rate_decay_examples=20, learning_rate_decay=0.5,
+                       clip_gradient_norm=clip, xla=xla)
+    run = _Run(cfg, tcfg, None, None, lambda s: None)
+    run.prepare(True)
+    run.build()
+    step = run.step_function(xla)
+    head = run.model.get_layer("head")
+    w, b = head.kernel.numpy().astype(np.float64), head.bias.numpy().astype(np.float64)
+    m = {k: np.zeros_like(v) for k, v in (("w", w), ("b", b))}
+    v = {k: np.zeros_like(x) for k, x in (("w", w), ("b", b))}
+    rng = np.random.default_rng(5)
+    clipped = []
+    for t in range(1, 4):
+        x = rng.normal(size=(batch, 1152)).astype(np.float32)
+        y = (rng.random((batch, classes)) < 0.1).astype(np.uint8)
+        loss, _, _ = step({"features": tf.constant(x)}, tf.constant(y), tf.ones([batch, 1]))
+        xn, y = x.astype(np.float64), y.astype(np.float64)
+        xn = xn / np.sqrt(np.maximum((xn ** 2).sum(1, keepdims=True), 1e-12))
+        p = 1 / (1 + np.exp(-(xn @ w + b)))
+        want_loss = -(y * np.log(p + 1e-5) + (1 - y) * np.log(1 - p + 1e-5)).sum(1).mean()
+        assert float(loss) == pytest.approx(want_loss, rel=1e-4)
+        dz = (-y / (p + 1e-5) + (1 - y) / (1 - p + 1e-5)) * p * (1 - p) / batch
+        grads = {"w": xn.T @ dz + l2 * w, "b": dz.sum(0)}
+        rate = lr * 0.5 ** ((t - 1) * batch // 20)
+        for k, g in grads.items():
+            norm = np.sqrt((g ** 2).sum())
+            clipped.append((k, norm > clip))
+            g = g * clip / max(norm, clip)
+            m[k] = 0.9 * m[k] + 0.1 * g
+            v[k] = 0.999 * v[k] + 0.001 * g * g
+            step_size = rate * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            if k == "w":
+                w = w - step_size * m[k] / (np.sqrt(v[k]) + 1e-8)
+            else:
+                b = b - step_size * m[k] / (np.sqrt(v[k]) + 1e-8)
+        # (float32 against float64: Adam's m / sqrt(v) magnifies the rounding where a gradient is ~0)
+        np.testing.assert_allclose(head.kernel.numpy(), w, rtol=0, atol=2e-3 * lr)
+        np.testing.assert_allclose(head.bias.numpy(), b, rtol=0, atol=2e-3 * lr)
+    assert ("w", True) in clipped and ("b", False) in clipped
+
+
 def test_learning_rate_counts_the_examples_of_every_replica():
     """--batch_size is per replica (the starter's per tower): with 2 replicas of 4, a step is 8 examples,
     and the staircase decays once 20 examples have passed (step 3), for the fused and Keras optimizers."""
