@@ -182,10 +182,10 @@ def baseline(model, pattern, batch_size, steps, log_every):
             sel = tf.stack([tf.tile(tf.expand_dims(tf.range(b), 1), [1, 30]), idx], 2)
             x = tf.reshape(tf.gather_nd(fr, sel), [-1, 1152])
             x = _batch_norm(v1, tf, x, "input_bn", [0])
-            a = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_cluster_size"], "cluster", False, True),
+            a = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_cluster_size"], "cluster", False, dbof=True),
                                         "cluster_bn", [0]))
             x = tf.reduce_max(tf.reshape(a, [-1, 30, DBOF["dbof_cluster_size"]]), 1)
-            x = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_hidden_size"], "hidden", False, True),
+            x = tf.nn.relu6(_batch_norm(v1, tf, _dense(v1, tf, x, DBOF["dbof_hidden_size"], "hidden", False, dbof=True),
                                         "hidden_bn", [0]))
     preds = _moe(v1, tf, x) if model in ("MoeModel", "DbofModel", "LstmModel") else tf.nn.sigmoid(_dense(v1, tf, x, NUM_CLASSES,
                                                                                              "logistic"))

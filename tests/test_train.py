@@ -371,9 +371,9 @@ def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, xla):
     run.build()
     step = run.step_function(xla)
     head = run.model.get_layer("head")
-    w, b = head.kernel.numpy().astype(np.float64), head.bias.numpy().astype(np.float64)
-    m = {k: np.zeros_like(v) for k, v in (("w", w), ("b", b))}
-    v = {k: np.zeros_like(x) for k, x in (("w", w), ("b", b))}
+    params = {"w": head.kernel.numpy().astype(np.float64), "b": head.bias.numpy().astype(np.float64)}
+    m = {k: np.zeros_like(x) for k, x in params.items()}
+    v = {k: np.zeros_like(x) for k, x in params.items()}
     rng = np.random.default_rng(5)
     clipped = []
     for t in range(1, 4):
@@ -382,26 +382,22 @@ def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, xla):
         loss, _, _ = step({"features": tf.constant(x)}, tf.constant(y), tf.ones([batch, 1]))
         xn, y = x.astype(np.float64), y.astype(np.float64)
         xn = xn / np.sqrt(np.maximum((xn ** 2).sum(1, keepdims=True), 1e-12))
-        p = 1 / (1 + np.exp(-(xn @ w + b)))
+        p = 1 / (1 + np.exp(-(xn @ params["w"] + params["b"])))
         want_loss = -(y * np.log(p + 1e-5) + (1 - y) * np.log(1 - p + 1e-5)).sum(1).mean()
         assert float(loss) == pytest.approx(want_loss, rel=1e-4)
         dz = (-y / (p + 1e-5) + (1 - y) / (1 - p + 1e-5)) * p * (1 - p) / batch
-        grads = {"w": xn.T @ dz + l2 * w, "b": dz.sum(0)}
-        rate = lr * 0.5 ** ((t - 1) * batch // 20)
+        grads = {"w": xn.T @ dz + l2 * params["w"], "b": dz.sum(0)}
+        step_size = lr * 0.5 ** ((t - 1) * batch // 20) * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
         for k, g in grads.items():
             norm = np.sqrt((g ** 2).sum())
             clipped.append((k, norm > clip))
             g = g * clip / max(norm, clip)
             m[k] = 0.9 * m[k] + 0.1 * g
             v[k] = 0.999 * v[k] + 0.001 * g * g
-            step_size = rate * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
-            if k == "w":
-                w = w - step_size * m[k] / (np.sqrt(v[k]) + 1e-8)
-            else:
-                b = b - step_size * m[k] / (np.sqrt(v[k]) + 1e-8)
+            params[k] = params[k] - step_size * m[k] / (np.sqrt(v[k]) + 1e-8)
         # (float32 against float64: Adam's m / sqrt(v) magnifies the rounding where a gradient is ~0)
-        np.testing.assert_allclose(head.kernel.numpy(), w, rtol=0, atol=2e-3 * lr)
-        np.testing.assert_allclose(head.bias.numpy(), b, rtol=0, atol=2e-3 * lr)
+        np.testing.assert_allclose(head.kernel.numpy(), params["w"], rtol=0, atol=2e-3 * lr)
+        np.testing.assert_allclose(head.bias.numpy(), params["b"], rtol=0, atol=2e-3 * lr)
     assert ("w", True) in clipped and ("b", False) in clipped
 
 

@@ -297,7 +297,8 @@ class _Run:
 
         def step_fn(inputs, labels, weights):
             loss, preds, grads = grads_of(inputs, labels, weights)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # (which clips them, see make_optimizer)
+            # (the optimizer clips them: FusedOptimizer, or Keras' clipnorm under --mixed_precision)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss, preds
 
         @tf.function(reduce_retracing=True)
