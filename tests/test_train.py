@@ -307,6 +307,49 @@ def test_corrupt_training_input(synth_dir, tmp_path):
     assert r["steps"] >= 1 and r["examples"] < 24  # the damaged record (and what follows it in the file) dropped
 
 
+def test_frame_input_is_tensorflows_parse_and_the_mean_is_the_layers(synth_dir):
+    """Frame-level batches come from the Numba reader: frames, frame counts and labels equal TensorFlow's own
+    parse of the same records (class ids from --num_classes up left out); FrameLevelLogistic's pooled
+    features (mean_frames, fed to the head) equal the model's MeanFrame layer on those frames, which export
+    and eval run, and a plain float64 mean of the normalised frames (a video without frames: zeros)."""
+    import glob
+
+    from yt8m_engine.kernels.dequant import mean_frames
+    from yt8m_engine.train.backbones.mean import keras_layers
+    from yt8m_engine.train.data import make_dataset
+
+    f = sorted(glob.glob(pattern(synth_dir)))[0]
+    cfg = small_config("DbofModel", num_classes=40)
+    (inputs, labels, weights), = make_dataset([f], cfg, 12, training=False, frame_multiple=60).take(1)
+    frames, nf = inputs["frames"].numpy(), inputs["num_frames"].numpy()
+    assert frames.shape[0] == 12 and frames.shape[1] % 60 == 0 and weights.shape == (12, 1)
+    seq = {n: tf.io.FixedLenSequenceFeature([], tf.string) for n in ("rgb", "audio")}
+    ctx = {"labels": tf.io.VarLenFeature(tf.int64)}
+    for i, rec in enumerate(tf.data.TFRecordDataset(f).take(12)):
+        c, sq = tf.io.parse_single_sequence_example(rec, context_features=ctx, sequence_features=seq)
+        want = np.concatenate([tf.io.decode_raw(sq[n], tf.uint8).numpy() for n in ("rgb", "audio")], axis=1)
+        assert nf[i] == len(want)
+        np.testing.assert_array_equal(frames[i, :nf[i]], want)
+        assert not frames[i, nf[i]:].any()
+        ids = c["labels"].values.numpy()
+        assert sorted(np.flatnonzero(labels[i].numpy())) == sorted(set(ids[ids < 40]))
+
+    (pooled, plabels, _), = make_dataset([f], small_config("FrameLevelLogisticModel"), 12, training=False,
+                                         pool=mean_frames).take(1)
+    layer = keras_layers().MeanFrame()(tf.constant(frames), tf.constant(nf)).numpy()
+    np.testing.assert_allclose(pooled["features"].numpy(), layer, rtol=1e-5, atol=1e-7)
+    assert plabels.shape == (12, 3862)
+
+    rng = np.random.default_rng(1)
+    counts = np.array([3, 0, 300, 1])
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    q = rng.integers(0, 256, (offs[-1], 1152), dtype=np.uint8)
+    x = q * (4 / 255) + (4 / 512 - 2)
+    x /= np.sqrt((x * x).sum(1, keepdims=True))
+    want = np.stack([x[offs[i]:offs[i + 1]].mean(0) if counts[i] else np.zeros(1152) for i in range(4)])
+    np.testing.assert_allclose(mean_frames(q, offs, counts), want, rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("kind", ["AdamOptimizer", "GradientDescentOptimizer", "MomentumOptimizer",
                                   "AdagradOptimizer", "RMSPropOptimizer"])
 def test_fused_optimizers_match_numpy(kind):
@@ -495,9 +538,10 @@ def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path
 
 
 def test_training_process_stays_lean(synth_dir, tmp_path):
-    """train loads neither Numba (its log's batch metrics are NumPy, the record size is read from the
-    headers) nor matplotlib's pyplot (Keras imports it where installed): ~110 MB of peak RSS; the
-    shuffle buffer's record size equals the reader's."""
+    """Video-level training loads neither Numba (its log's batch metrics are NumPy, the record size is read
+    from the headers, tf.io.parse_example parses its batches; frame-level training does load it, for
+    the reader's parse) nor matplotlib's pyplot (Keras imports it where installed): ~110 MB of peak RSS;
+    the shuffle buffer's record size equals the reader's."""
     import glob
 
     from yt8m_engine.io.tfrecord import record_blocks
@@ -506,8 +550,8 @@ def test_training_process_stays_lean(synth_dir, tmp_path):
     code = ("import sys; from yt8m_engine.cli import main; sys.argv = ['yt8m-engine'] + sys.argv[1:]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('LOADED', sorted(m for m in ('numba', 'llvmlite', 'matplotlib.pyplot') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code, "train", "--train_data_pattern", pattern(synth_dir, True),
-                        "--train_dir", str(tmp_path), "--model", "FrameLevelLogisticModel", "--batch_size", "8",
+    r = subprocess.run([sys.executable, "-c", code, "train", "--train_data_pattern", pattern(synth_dir, False),
+                        "--train_dir", str(tmp_path), "--model", "LogisticModel", "--batch_size", "8",
                         "--max_steps", "2", "--log_every", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "LOADED []" in r.stdout, r.stdout[-500:]

@@ -33,3 +33,15 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
     pooled = backbone.build(cfg, inputs)
     out = layers.Activation("linear", dtype="float32", name="predictions")(head(pooled))
     return keras.Model(inputs, out, name=cfg.model)
+
+
+def head_model(model: keras.Model, cfg: ModelConfig) -> keras.Model | None:
+    """For a backbone that pools on the host (its module has host_pool; it has no weights): the model from
+    the pooled features {"features": [B, D]} through `model`'s own head and output layers, so training it
+    trains `model`'s variables. None for the other backbones."""
+    backbone, _ = cfg.parts()
+    if not hasattr(backbone, "host_pool"):
+        return None
+    features = keras.Input((sum(cfg.feature_sizes),), dtype="float32", name="features")
+    out = model.get_layer("predictions")(model.get_layer("head")(features))
+    return keras.Model({"features": features}, out, name=f"{cfg.model}_head")

@@ -217,7 +217,7 @@ class _Run:
         tf, tcfg = _tf(), self.tcfg
         import keras
 
-        from .models import build_model
+        from .models import build_model, head_model
 
         if tcfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
@@ -226,14 +226,17 @@ class _Run:
         self.strategy = _strategy(tf, self.cluster, tcfg.num_gpu, self.echo)
         with self.strategy.scope():
             self.model = build_model(self.mcfg, seed=tcfg.seed)
+            # the model trained: the head alone where the input pipeline pools the frames (make_dataset's pool);
+            # `model` is what is checkpointed and exported (the same variables)
+            self.train_model = (None if tcfg.segment_labels else head_model(self.model, self.mcfg)) or self.model
             replicas = self.strategy.num_replicas_in_sync
             if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
                 self.optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg, replicas))
-                self.optimizer.build(self.model.trainable_variables)
+                self.optimizer.build(self.train_model.trainable_variables)
             else:  # one fused op a variable, as TF 1's optimizers (see optim.py)
                 from .optim import FusedOptimizer
 
-                self.optimizer = FusedOptimizer(tcfg, self.model.trainable_variables, replicas=replicas)
+                self.optimizer = FusedOptimizer(tcfg, self.train_model.trainable_variables, replicas=replicas)
             self.step_var = tf.Variable(0, dtype=tf.int64, name="step")
         self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
         self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir, max_to_keep=5)
@@ -263,6 +266,7 @@ class _Run:
         from .data import make_dataset
 
         tcfg = self.tcfg
+        self.input_errors = []  # what the input's parse found wrong (the error TensorFlow raises says less)
         batch = tcfg.batch_size * self.strategy.num_replicas_in_sync  # --batch_size a replica, as the starter's a tower
         mean = mean_record_bytes(self.files[0])
         buffer = min(tcfg.shuffle_buffer, 5 * batch)
@@ -270,12 +274,14 @@ class _Run:
         ds = make_dataset(self.files, self.mcfg, batch, segments=tcfg.segment_labels, training=True,
                           num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
                           segment_buffer=tcfg.shuffle_buffer, skip_corrupt=tcfg.skip_corrupt,
-                          frame_multiple=60 if xla and not tcfg.segment_labels else 1, readers=tcfg.num_readers)
+                          frame_multiple=60 if xla and not tcfg.segment_labels else 1, readers=tcfg.num_readers,
+                          pool=None if self.train_model is self.model else self.mcfg.parts()[0].host_pool,
+                          errors=self.input_errors)
         return self.strategy.experimental_distribute_dataset(ds)
 
     def step_function(self, xla: bool):
         """One training step under the strategy: (mean loss, predictions, labels) of the whole batch."""
-        tf, tcfg, model, optimizer, strategy = _tf(), self.tcfg, self.model, self.optimizer, self.strategy
+        tf, tcfg, model, optimizer, strategy = _tf(), self.tcfg, self.train_model, self.optimizer, self.strategy
         from .losses import LOSSES
 
         loss_fn = LOSSES[tcfg.label_loss]
@@ -327,8 +333,9 @@ class _Run:
         self.log = _Log(self, start_step)
         step, saved_at, examples, last, interrupted = start_step, start_step, 0, None, False
         t_start = time.perf_counter()
+        batches = iter(ds)
         try:
-            for inputs, labels, weights in ds:
+            for inputs, labels, weights in batches:
                 loss, preds, labels_all = train_step(inputs, labels, weights)
                 step += 1
                 n = int(preds.shape[0])
@@ -346,10 +353,13 @@ class _Run:
             self.echo("interrupted: saving a final checkpoint")
             interrupted = True
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            msg = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
+            msg = (self.input_errors or [str(getattr(e, "message", e)).strip().splitlines()[0]])[0][:300]
             raise Yt8mError(f"training input ({tcfg.train_data_pattern}): {msg}; check it with 'yt8m-engine "
                             "inspect', or pass --skip-corrupt to drop bad records") from None
         finally:
+            # the input's iterator deleted here, not at interpreter exit, where its Python parse (data.py) in
+            # flight could wait for the interpreter's lock forever
+            del batches
             step = int(self.step_var.numpy())  # (an interrupt between the update and `step += 1`: the update counts)
             if last is not None and self.log.logged_at != step:  # the final step's scalars reach TensorBoard too
                 self.log(*last)

@@ -7,6 +7,15 @@ import functools
 import types
 
 
+def host_pool(frames, frame_offsets, num_frames):
+    """The pooling without the layer, on the reader's uint8 frames (train/data.py: training then feeds the
+    head these features, and the layer below serves export and Keras eval). The backbone has no weights,
+    so nothing about training changes but where the arithmetic runs."""
+    from ...kernels.dequant import mean_frames
+
+    return mean_frames(frames, frame_offsets, num_frames)
+
+
 def build(cfg, inputs):
     return keras_layers().MeanFrame(name="mean_frame")(inputs["frames"], inputs["num_frames"])
 
