@@ -6,7 +6,7 @@ weights, beside its Keras layer): no data-dependent control flow.
 """
 from __future__ import annotations
 
-from .quiet_tf import tf  # noqa: F401  (TensorFlow loaded quietly before Keras loads it)
+from .quiet_tf import tf  # (TensorFlow loaded quietly before Keras loads it)
 
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
@@ -20,10 +20,26 @@ def l2_normalize(x, axis):
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), L2_EPS))
 
 
+@keras.saving.register_keras_serializable("yt8m")
+class L2Loss(keras.regularizers.Regularizer):
+    """l2 * tf.nn.l2_loss(w) = l2 * sum(w^2) / 2: the starter's slim.l2_regularizer(l2). One op that reads w
+    once, whose gradient is one product (Keras' L2 writes w^2, and its gradient a broadcast of the upstream
+    scalar to w's shape and two products: LogisticModel at batch 64, 2 cores, ~2 ms of a 13 ms step)."""
+
+    def __init__(self, l2: float):
+        self.l2 = float(l2)
+
+    def __call__(self, w):
+        return self.l2 * tf.nn.l2_loss(w)
+
+    def get_config(self):
+        return {"l2": self.l2}
+
+
 def regularizer(l2: float):
-    """The weights' L2 penalty (--l2_penalty) as the starter's slim.l2_regularizer: l2 * sum(w^2) / 2
-    (tf.nn.l2_loss; Keras' L2(l2) is l2 * sum(w^2), twice that); None at 0."""
-    return keras.regularizers.L2(l2 / 2) if l2 > 0 else None
+    """The weights' L2 penalty (--l2_penalty) as the starter's slim.l2_regularizer: l2 * sum(w^2) / 2; None
+    at 0."""
+    return L2Loss(l2) if l2 > 0 else None
 
 
 def dequantized(frames, num_frames):
