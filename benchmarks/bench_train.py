@@ -13,9 +13,13 @@ PERR and GAP computed as the starter's eval_util does (a loop over the videos), 
 them. Ours: `yt8m-engine train` as users run it (its defaults, logging every 10 steps with the same
 three metrics; `--xla` is reported on its own line where given).
 
-The machine's fp32 GEMM rate is measured first and before each model (TensorFlow, all cores; the highest
-so far counts, as this VM drifts), and each model's ceiling, 80% of it over the model's training FLOPs an
-example (matrix products only), is printed beside the ratio.
+The machine's fp32 GEMM rate and the rate of TensorFlow's fused Adam update (ResourceApplyAdam, bytes a
+second: it reads the gradient, weights and two slots and writes three, 28 bytes a weight, and is bound by
+memory) are measured first and before each model (all cores; the highest so far counts, as this VM
+drifts). A model's ceiling is 80% of what the machine allows a step at these rates: its matrix products
+(training FLOPs) plus one Adam update of its weights, the two things every step of either side must do one
+after the other (the update needs the whole gradient); it is printed beside the ratio. Where the weights
+are many and the batch small (LogisticModel, MoeModel at batch 64) the update is a large part of it.
 Each side runs in a process of its own (peak RSS of the process: proc.py); both log examples/s over
 windows of steps, the first --warmup steps are dropped, and the median window is reported. The two
 sides alternate model by model. Prints, per model and batch size:
@@ -232,6 +236,43 @@ def gemm_gflops(seconds: float = 3.0) -> float:
     return 2 * 1024 * 1152 * 3862 * n / (time.perf_counter() - t) / 1e9
 
 
+def update_rate(weights: int = 1 << 24, seconds: float = 2.0) -> float:
+    """Bytes a second of TensorFlow's fused Adam update over a 16 M-weight variable, counting 28 bytes a
+    weight (gradient, weight, m and v read; weight, m and v written)."""
+    import tensorflow as tf
+
+    w, m, v = (tf.Variable(tf.zeros([weights])) for _ in range(3))
+    g = tf.random.uniform([weights])
+
+    @tf.function
+    def step():
+        tf.raw_ops.ResourceApplyAdam(var=w.handle, m=m.handle, v=v.handle, beta1_power=0.9, beta2_power=0.999,
+                                     lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, grad=g)
+        return w[0]
+
+    step()
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        step().numpy()
+        n += 1
+    return 28 * weights * n / (time.perf_counter() - t)
+
+
+def train_weights(model: str) -> int:
+    """The model's trained weight count at the bench's sizes (kernels; biases and batch-norm parameters,
+    under 1%, left out)."""
+    c, h = DBOF["dbof_cluster_size"], DBOF["dbof_hidden_size"]
+    head = NUM_CLASSES * (2 * MIXTURES + 1)
+    if model == "LstmModel":
+        cells, n, w = LSTM["lstm_cells"], 1152, 0
+        for _ in range(LSTM["lstm_layers"]):
+            w += 4 * cells * (n + cells)
+            n = cells
+        return w + cells * head
+    return {"LogisticModel": 1152 * NUM_CLASSES, "FrameLevelLogisticModel": 1152 * NUM_CLASSES,
+            "MoeModel": 1152 * head, "DbofModel": 1152 * c + c * h + h * head}[model]
+
+
 def train_flops(model: str) -> float:
     """fp32 operations an example for one training step, matrix products only (DBoF: its 30 sampled
     frames; the LSTM: 300 steps, the frames both sides run): 2 a multiply-add, forward and weight
@@ -294,22 +335,25 @@ def main():
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     try:
         synth(tmp, videos=args.videos, shards=4, seed=0, test_videos=4)
-        def gemm_rate() -> float:  # in a process of its own (TensorFlow stays out of this one)
+        def rates() -> tuple:  # in a process of its own (TensorFlow stays out of this one)
             _, _, out = timed([sys.executable, "-c", "import sys; sys.path.insert(0, %r); import bench_train; "
-                               "print(bench_train.gemm_gflops())" % os.path.dirname(os.path.abspath(__file__))])
-            return float(out.split()[-1])
+                               "print(bench_train.gemm_gflops(), bench_train.update_rate())"
+                               % os.path.dirname(os.path.abspath(__file__))])
+            return float(out.split()[-2]), float(out.split()[-1]) / 1e9
 
-        gflops = gemm_rate()
-        print(f"# fp32 GEMM rate of this machine (TensorFlow, all cores): {gflops:.0f} GFLOP/s, measured again "
-              "before each model (the highest so far counts: this VM drifts 2x); a model's ceiling below is 80% "
-              "of it over its training FLOPs an example", flush=True)
+        gflops, gbs = rates()
+        print(f"# this machine (TensorFlow, all cores): fp32 GEMM {gflops:.0f} GFLOP/s, Adam update {gbs:.1f} GB/s; "
+              "both measured again before each model (the highest so far counts: this VM drifts 2x); a model's "
+              "ceiling below is 80% of the examples/s these rates allow its matrix products and its Adam update",
+              flush=True)
         for bs in (int(b) for b in args.batch_sizes.split(",")):
             for model in args.models.split(","):
                 if model == "LstmModel" and bs >= 256:  # ~25 s a step at 1024 on 2 cores: fewer, shorter windows
                     steps, warm, every = 15, 5, 5
                 else:
                     steps, warm, every = args.steps, args.warmup, args.log_every
-                gflops = max(gflops, gemm_rate())
+                g, u = rates()
+                gflops, gbs = max(gflops, g), max(gbs, u)
                 frame = model in FRAME_MODELS
                 pattern = os.path.join(tmp, "2/frame/train*" if frame else "2/video/train*")
                 ours_cmd = [exe, "train", "--train_data_pattern", pattern, "--train_dir", os.path.join(tmp, "run"),
@@ -331,9 +375,9 @@ def main():
                 k = int(np.argsort(ratios)[len(ratios) // 2])  # the pair with the median ratio
                 ours, base = pairs[k][0], pairs[k][1]
                 rss_o, rss_b = max(p[2] for p in pairs), max(p[3] for p in pairs)
-                flops = train_flops(model)
-                ceiling = (f"ceiling={0.8 * gflops * 1e9 / flops:.0f} at {gflops:.0f} GFLOP/s (ours at "
-                           f"{ours * flops / 0.8e9 / gflops:.0%} of it; ")
+                step_s = bs * train_flops(model) / (gflops * 1e9) + 28 * train_weights(model) / (gbs * 1e9)
+                top = 0.8 * bs / step_s
+                ceiling = (f"ceiling={top:.0f} at {gflops:.0f} GFLOP/s and {gbs:.1f} GB/s (ours at {ours / top:.0%} of it; ")
                 each = f"pairs {' '.join(f'{r:.2f}x' for r in ratios)}; " if len(ratios) > 1 else ""
                 print(f"train_examples_per_s[{model},batch {bs}] ours={ours:.0f} baseline={base:.0f} "
                       f"ratio={ours / base:.2f}x {ceiling}{each}peak RSS ours={rss_o:.0f} MB baseline={rss_b:.0f} MB; "

@@ -28,17 +28,18 @@ class ModelSpec:
     head: str | None   # a fixed head, or None: --video_level_classifier_model chooses
     doc: str
     xla: bool = True   # compiled with XLA by default (one replica); a recurrence runs slower compiled
+    ynn: bool = True   # XLA's YNNPACK matrix products (quiet_tf.xla_products_without_ynnpack: off)
 
 
 MODELS = {
-    # one matrix product a step, and XLA's CPU product of [64, 1152] x [1152, 3862] took 5-6 ms against 2 ms
-    # in TensorFlow's own MatMul: batch 64, 2 cores, 4500 vs 3700 ex/s
+    # a few large products a step: YNNPACK's were the slower (batch 64, 2 cores: MoE 1400-1450 vs 1120 ex/s,
+    # Logistic ~6100 vs 5000-5800 uncompiled); DBoF's many smaller ones were not
     "LogisticModel": ModelSpec("video", False, "LogisticModel", "logistic regression on the video-level features",
-                               xla=False),
-    "MoeModel": ModelSpec("video", False, "MoeModel", "mixture of experts on the video-level features"),
+                               ynn=False),
+    "MoeModel": ModelSpec("video", False, "MoeModel", "mixture of experts on the video-level features", ynn=False),
     # (trains as a LogisticModel on the means the input pipeline pools: backbones/mean.py's host_pool)
     "FrameLevelLogisticModel": ModelSpec("mean", True, "LogisticModel", "logistic regression on the mean frame",
-                                         xla=False),
+                                         ynn=False),
     "DbofModel": ModelSpec("dbof", True, None, "deep bag of frames (the starter's)"),
     # XLA's while loop on the CPU: fwd + bwd of 2 x 128 cells over 300 frames, batch 64, 1.8 s vs 1.4 s
     "LstmModel": ModelSpec("lstm", True, None, "stacked LSTM, last valid step", xla=False),

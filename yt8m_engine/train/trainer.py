@@ -329,6 +329,10 @@ class _Run:
         # MoE 1.3x, FrameLevelLogistic 1.3x, DBoF 1.4x the plain step's examples/s)
         xla = tcfg.xla if tcfg.xla is not None else (self.strategy.num_replicas_in_sync == 1
                                                       and registry.MODELS[self.mcfg.model].xla)
+        if xla and not registry.MODELS[self.mcfg.model].ynn:
+            from .quiet_tf import xla_products_without_ynnpack
+
+            xla_products_without_ynnpack()
         ds, train_step = self.dataset(start_step, xla), self.step_function(xla)
         self.log = _Log(self, start_step)
         step, saved_at, examples, last, interrupted = start_step, start_step, 0, None, False
