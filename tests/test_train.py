@@ -308,10 +308,11 @@ def test_corrupt_training_input(synth_dir, tmp_path):
 
 
 def test_frame_input_is_tensorflows_parse_and_the_mean_is_the_layers(synth_dir):
-    """Frame-level batches come from the Numba reader: frames, frame counts and labels equal TensorFlow's own
-    parse of the same records (class ids from --num_classes up left out); FrameLevelLogistic's pooled
-    features (mean_frames, fed to the head) equal the model's MeanFrame layer on those frames, which export
-    and eval run, and a plain float64 mean of the normalised frames (a video without frames: zeros)."""
+    """Frame-level batches: frames, frame counts and labels equal TensorFlow's own parse of the same records
+    (class ids from --num_classes up left out). FrameLevelLogistic's batches (the Numba reader's parse,
+    pooled by mean_frames, fed to the head): the same labels, and features equal to the model's MeanFrame
+    layer on those frames, which export and eval run, and to a plain float64 mean of the normalised frames
+    (a video without frames: zeros)."""
     import glob
 
     from yt8m_engine.kernels.dequant import mean_frames
@@ -334,11 +335,11 @@ def test_frame_input_is_tensorflows_parse_and_the_mean_is_the_layers(synth_dir):
         ids = c["labels"].values.numpy()
         assert sorted(np.flatnonzero(labels[i].numpy())) == sorted(set(ids[ids < 40]))
 
-    (pooled, plabels, _), = make_dataset([f], small_config("FrameLevelLogisticModel"), 12, training=False,
-                                         pool=mean_frames).take(1)
+    (pooled, plabels, _), = make_dataset([f], small_config("FrameLevelLogisticModel", num_classes=40), 12,
+                                         training=False, pool=mean_frames).take(1)
     layer = keras_layers().MeanFrame()(tf.constant(frames), tf.constant(nf)).numpy()
     np.testing.assert_allclose(pooled["features"].numpy(), layer, rtol=1e-5, atol=1e-7)
-    assert plabels.shape == (12, 3862)
+    np.testing.assert_array_equal(plabels.numpy(), labels.numpy())
 
     rng = np.random.default_rng(1)
     counts = np.array([3, 0, 300, 1])
@@ -539,7 +540,7 @@ def test_train_and_export_print_no_tensorflow_start_up_noise(synth_dir, tmp_path
 
 def test_training_process_stays_lean(synth_dir, tmp_path):
     """Video-level training loads neither Numba (its log's batch metrics are NumPy, the record size is read
-    from the headers, tf.io.parse_example parses its batches; frame-level training does load it, for
+    from the headers, tf.io.parse_example parses its batches; FrameLevelLogistic's training does load it, for
     the reader's parse) nor matplotlib's pyplot (Keras imports it where installed): ~110 MB of peak RSS;
     the shuffle buffer's record size equals the reader's."""
     import glob

@@ -24,11 +24,12 @@ def _labels(sparse, num_classes):
     return tf.cond(tf.size(v) > 0, lambda: _dense(v, num_classes), lambda: tf.zeros([num_classes], tf.uint8))
 
 
-def _segment_record_parser(cfg: ModelConfig):
-    """A frame-level record with its segment ratings (cut into rated segments by _segments)."""
-    ctx = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64),
-           "segment_labels": tf.io.VarLenFeature(tf.int64), "segment_start_times": tf.io.VarLenFeature(tf.int64),
-           "segment_scores": tf.io.VarLenFeature(tf.float32)}
+def _frame_parser(cfg: ModelConfig, segments: bool):
+    ctx = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64)}
+    if segments:
+        ctx.update({"segment_labels": tf.io.VarLenFeature(tf.int64),
+                    "segment_start_times": tf.io.VarLenFeature(tf.int64),
+                    "segment_scores": tf.io.VarLenFeature(tf.float32)})
     seq = {n: tf.io.FixedLenSequenceFeature([], tf.string) for n in cfg.feature_names}
 
     def parse(record):
@@ -38,8 +39,12 @@ def _segment_record_parser(cfg: ModelConfig):
         n = tf.shape(feats[0])[0]
         feats = [f[:n] for f in feats]
         frames = tf.concat(feats, axis=1)[: cfg.max_frames]
-        return {"frames": frames, "num_frames": tf.shape(frames)[0], "segment_labels": c["segment_labels"].values,
-                "segment_start_times": c["segment_start_times"].values, "segment_scores": c["segment_scores"].values}
+        out = {"frames": frames, "num_frames": tf.shape(frames)[0], "labels": _labels(c["labels"], cfg.num_classes)}
+        if segments:
+            out["segment_labels"] = c["segment_labels"].values
+            out["segment_start_times"] = c["segment_start_times"].values
+            out["segment_scores"] = c["segment_scores"].values
+        return out
 
     return parse
 
@@ -98,13 +103,13 @@ def _segments(cfg: ModelConfig):
     return expand
 
 
-def _host_frame_parser(cfg: ModelConfig, skip_corrupt: bool, pool, frame_multiple: int, errors: list):
+def _pooling_parser(cfg: ModelConfig, skip_corrupt: bool, pool, errors: list):
     """A batch of serialized frame-level records parsed by the project's Numba reader (io.reader, no
-    TensorFlow: 11-14x tf.io.parse_single_sequence_example's speed) into the model's inputs: uint8
-    frames [B, T, D] zero padded (T a multiple of frame_multiple) and num_frames; or, with `pool` (a
-    weight-free backbone's host_pool), its pooled features [B, D]. Measured at batch 64 on 2 cores:
-    tf.data's parse took 9-10 ms a batch, and FrameLevelLogistic's mean over the frames as a layer
-    14 ms under XLA (25 ms without); mean_frames takes 1.2 ms. A bad record's problem (the reader's
+    TensorFlow: 11-14x tf.io.parse_single_sequence_example's speed) and pooled by `pool` (a weight-free
+    backbone's host_pool) into features [B, D]. Measured at batch 64 on 2 cores: tf.data's parse took
+    9-10 ms a batch, and FrameLevelLogistic's mean over the frames as a layer 14 ms under XLA (25 ms
+    without); mean_frames takes 1.2 ms. (The other frame-level models keep tf.data's parse: on a DBoF
+    the Numba reader's ~300 MB of peak RSS, Numba's own included, bought no clear speed.) A bad record's problem (the reader's
     words; shuffled records have no file to name) goes to `errors` before TensorFlow stops the input."""
     import re
 
@@ -133,22 +138,14 @@ def _host_frame_parser(cfg: ModelConfig, skip_corrupt: bool, pool, frame_multipl
         rows, ids = np.repeat(np.arange(len(b)), np.diff(b.label_offsets)), b.labels
         keep = ids < cfg.num_classes
         labels[rows[keep], ids[keep]] = 1
-        if pool is not None:
-            return pool(b.frames, b.frame_offsets, b.num_frames), labels
-        t = max(1, int(b.num_frames.max(initial=0)))
-        frames, nf = b.padded_frames(max_frames=-(-t // frame_multiple) * frame_multiple)
-        return frames, nf.astype(np.int32), labels
+        return pool(b.frames, b.frame_offsets, b.num_frames), labels
 
     d = sum(cfg.feature_sizes)
 
     def tf_parse(records):
-        if pool is not None:
-            feats, labels = tf.numpy_function(parse, [records], [tf.float32, tf.uint8], stateful=False)
-            return {"features": tf.ensure_shape(feats, [None, d])}, tf.ensure_shape(labels, [None, cfg.num_classes]), \
-                tf.ones([tf.shape(feats)[0], 1])
-        frames, nf, labels = tf.numpy_function(parse, [records], [tf.uint8, tf.int32, tf.uint8], stateful=False)
-        return ({"frames": tf.ensure_shape(frames, [None, None, d]), "num_frames": tf.ensure_shape(nf, [None])},
-                tf.ensure_shape(labels, [None, cfg.num_classes]), tf.ones([tf.shape(nf)[0], 1]))
+        feats, labels = tf.numpy_function(parse, [records], [tf.float32, tf.uint8], stateful=False)
+        return ({"features": tf.ensure_shape(feats, [None, d])}, tf.ensure_shape(labels, [None, cfg.num_classes]),
+                tf.ones([tf.shape(feats)[0], 1]))
 
     return tf_parse
 
@@ -165,9 +162,9 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
     from a byte budget, see io.framing.mean_record_bytes), and at most two finished batches wait ahead of the model
     (a frame-level batch of 1024 videos of 300 frames is 354 MB of uint8).
 
-    Frame-level batches (not segments) are parsed by the Numba reader; pool: a weight-free backbone's
-    host_pool, whose pooled features [B, D] are then the batch's {"features"} instead of the frames;
-    errors: a list that receives the reader's description of a bad record."""
+    pool: a weight-free backbone's host_pool: frame-level batches are then parsed by the Numba reader and
+    pooled, the batch's {"features"} [B, D] instead of its frames (not with segments); errors: a list that
+    receives the reader's description of a bad record there."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -185,19 +182,32 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
         ds = ds.map(_video_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors(log_warning=True)  # record by record: a bad one is dropped alone
         return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
-    if not segments:
+    if pool is not None and not segments:
         if skip_corrupt:  # (a damaged record's CRC: dropped here; a bad record: by the reader, counted)
             ds = ds.ignore_errors(log_warning=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        parse = _host_frame_parser(cfg, skip_corrupt, pool, frame_multiple, [] if errors is None else errors)
+        parse = _pooling_parser(cfg, skip_corrupt, pool, [] if errors is None else errors)
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
-    ds = ds.map(_segment_record_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_frame_parser(cfg, segments), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_corrupt:  # bad records (CRC, schema) are dropped with a warning instead of stopping the run
         ds = ds.ignore_errors(log_warning=True)
-    ds = ds.flat_map(_segments(cfg))
-    if training:
-        ds = ds.shuffle(segment_buffer or shuffle_buffer, seed=seed + 1)
+    if segments:
+        ds = ds.flat_map(_segments(cfg))
+        if training:
+            ds = ds.shuffle(segment_buffer or shuffle_buffer, seed=seed + 1)
+    else:
+        ds = ds.map(lambda ex: ({"frames": ex["frames"], "num_frames": ex["num_frames"]}, ex["labels"],
+                                tf.ones([1])))
     d = sum(cfg.feature_sizes)
     ds = ds.padded_batch(batch_size, padded_shapes=({"frames": [None, d], "num_frames": []}, [cfg.num_classes],
-                                                    [cfg.num_classes]), drop_remainder=drop_remainder)
+                                                    [cfg.num_classes if segments else 1]),
+                         drop_remainder=drop_remainder)
+    if frame_multiple > 1:  # a few distinct frame counts (XLA compiles each shape once)
+        def pad(inputs, labels, weights):
+            t = tf.shape(inputs["frames"])[1]
+            extra = (frame_multiple - t % frame_multiple) % frame_multiple
+            return {"frames": tf.pad(inputs["frames"], [[0, 0], [0, extra], [0, 0]]),
+                    "num_frames": inputs["num_frames"]}, labels, weights
+
+        ds = ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(2)
