@@ -36,10 +36,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def dense_labels(self, num_classes: int = fmt.NUM_CLASSES) -> np.ndarray:
-        out = np.zeros((len(self), num_classes), np.float32)
+    def dense_labels(self, num_classes: int = fmt.NUM_CLASSES, dtype=np.float32) -> np.ndarray:
+        """0/1 [n, num_classes]; class ids from num_classes up are left out (a batch read with a larger
+        num_classes, as training on the first classes reads it)."""
+        out = np.zeros((len(self), num_classes), dtype)
         rows = np.repeat(np.arange(len(self)), np.diff(self.label_offsets))
-        out[rows, self.labels] = 1.0
+        keep = self.labels < num_classes
+        out[rows[keep], self.labels[keep]] = 1
         return out
 
     def video_frames(self, i: int) -> np.ndarray:

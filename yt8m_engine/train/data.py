@@ -109,18 +109,18 @@ def _pooling_parser(cfg: ModelConfig, skip_corrupt: bool, pool, errors: list):
     backbone's host_pool) into features [B, D]. Measured at batch 64 on 2 cores: tf.data's parse took
     9-10 ms a batch, and FrameLevelLogistic's mean over the frames as a layer 14 ms under XLA (25 ms
     without); mean_frames takes 1.2 ms. (The other frame-level models keep tf.data's parse: on a DBoF
-    the Numba reader's ~300 MB of peak RSS, Numba's own included, bought no clear speed.) A bad record's problem (the reader's
-    words; shuffled records have no file to name) goes to `errors` before TensorFlow stops the input."""
+    the Numba reader's ~300 MB of peak RSS, Numba's own included, bought no clear speed.) A bad record's
+    problem (the reader's words; shuffled records have no file to name) goes to `errors` before
+    TensorFlow stops the input."""
     import re
 
     import numpy as np
 
     from ..errors import Yt8mError
-
     from ..io.reader import Reader
 
-    # (tf.data's TFRecordDataset checked the CRCs; class ids from --num_classes up are left out below, as the
-    # video-level parse does: fine-tuning on the first classes; a negative one is a bad record)
+    # (tf.data's TFRecordDataset checked the CRCs; class ids from --num_classes up are left out by
+    # dense_labels, as the video-level parse does: fine-tuning on the first classes; a negative one is a bad record)
     reader = Reader(cfg.feature_spec, max_frames=cfg.max_frames, num_classes=2 ** 62, skip_corrupt=skip_corrupt,
                     check_crc=False)
 
@@ -134,11 +134,7 @@ def _pooling_parser(cfg: ModelConfig, skip_corrupt: bool, pool, errors: list):
         except Yt8mError as e:
             errors.append(re.sub(r"^: record \d+: ", "", str(e)))
             raise ValueError(errors[-1]) from None
-        labels = np.zeros((len(b), cfg.num_classes), np.uint8)
-        rows, ids = np.repeat(np.arange(len(b)), np.diff(b.label_offsets)), b.labels
-        keep = ids < cfg.num_classes
-        labels[rows[keep], ids[keep]] = 1
-        return pool(b.frames, b.frame_offsets, b.num_frames), labels
+        return pool(b.frames, b.frame_offsets, b.num_frames), b.dense_labels(cfg.num_classes, np.uint8)
 
     d = sum(cfg.feature_sizes)
 
