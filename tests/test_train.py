@@ -307,17 +307,20 @@ def test_corrupt_training_input(synth_dir, tmp_path):
     assert r["steps"] >= 1 and r["examples"] < 24  # the damaged record (and what follows it in the file) dropped
 
 
-def test_frame_input_is_tensorflows_parse_and_the_mean_is_the_layers(synth_dir):
+def test_frame_input_is_tensorflows_parse_and_the_host_input_is_the_layers(synth_dir):
     """Frame-level batches: frames, frame counts and labels equal TensorFlow's own parse of the same records
     (class ids from --num_classes up left out). FrameLevelLogistic's batches (the Numba reader's parse,
     pooled by mean_frames, fed to the head): the same labels, and features equal to the model's MeanFrame
     layer on those frames, which export and eval run, and to a plain float64 mean of the normalised frames
-    (a video without frames: zeros)."""
+    (a video without frames: zeros). DBoF's training batches: each video's sample drawn from its own
+    frames, passed through by the model's sampling layer (host_sample's draws: test_dbof_host_sample)."""
     import glob
 
     from yt8m_engine.kernels.dequant import mean_frames
+    from yt8m_engine.train.backbones.dbof import Options as dbof_options
     from yt8m_engine.train.backbones.mean import keras_layers
     from yt8m_engine.train.data import make_dataset
+    from yt8m_engine.train.models import build_model, host_input
 
     f = sorted(glob.glob(pattern(synth_dir)))[0]
     cfg = small_config("DbofModel", num_classes=40)
@@ -335,11 +338,31 @@ def test_frame_input_is_tensorflows_parse_and_the_mean_is_the_layers(synth_dir):
         ids = c["labels"].values.numpy()
         assert sorted(np.flatnonzero(labels[i].numpy())) == sorted(set(ids[ids < 40]))
 
-    (pooled, plabels, _), = make_dataset([f], small_config("FrameLevelLogisticModel", num_classes=40), 12,
-                                         training=False, pool=mean_frames).take(1)
+    flm = small_config("FrameLevelLogisticModel", num_classes=40)
+    host = host_input(build_model(flm), flm)
+    (pooled, plabels, _), = make_dataset([f], flm, 12, training=False, host=host).take(1)
     layer = keras_layers().MeanFrame()(tf.constant(frames), tf.constant(nf)).numpy()
     np.testing.assert_allclose(pooled["features"].numpy(), layer, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(plabels.numpy(), labels.numpy())
+    assert host.model.predict(pooled, verbose=0).shape == (12, 40)
+
+    # DBoF: the input samples `iterations` of each video's own frames; the model passes them through
+    dbof = cfg
+    model = build_model(dbof)
+    host = host_input(model, dbof)
+    (sampled, slabels, _), = make_dataset([f], dbof, 12, training=False, host=host, seed=3).take(1)
+    np.testing.assert_array_equal(slabels.numpy(), labels.numpy())
+    sf, snf = sampled["frames"].numpy(), sampled["num_frames"].numpy()
+    k = dbof.options(dbof_options).iterations
+    assert sf.shape == (12, k, 1152) and (snf == k).all()
+    for i in range(12):
+        own = {r.tobytes() for r in frames[i, :nf[i]]}
+        assert all(r.tobytes() in own for r in sf[i])
+    layer = model.get_layer("sample")
+    out, n = layer(sampled["frames"], sampled["num_frames"], training=True)
+    np.testing.assert_array_equal(out.numpy(), sf)
+    layer.on_host = False  # (the layer's own draw, as before)
+    assert layer(tf.constant(frames), tf.constant(nf), training=True)[0].shape == (12, k, 1152)
 
     rng = np.random.default_rng(1)
     counts = np.array([3, 0, 300, 1])
@@ -349,6 +372,47 @@ def test_frame_input_is_tensorflows_parse_and_the_mean_is_the_layers(synth_dir):
     x /= np.sqrt((x * x).sum(1, keepdims=True))
     want = np.stack([x[offs[i]:offs[i + 1]].mean(0) if counts[i] else np.zeros(1152) for i in range(4)])
     np.testing.assert_allclose(mean_frames(q, offs, counts), want, rtol=1e-5, atol=1e-8)
+
+
+def test_dbof_host_sample_draws_as_the_layer():
+    """DBoF's sample on the host (backbones/dbof.host_sample), as SampleFrames draws it: `iterations`
+    frames uniform over each video's valid ones with replacement, or a contiguous run from a uniform
+    start (a video shorter than the run: its last frame repeated); a video without frames: zeros; every
+    video counted as `iterations` frames. Rows carry their own index, so each drawn frame is identified."""
+    from yt8m_engine.train.backbones.dbof import host_sample
+
+    counts = np.array([3, 0, 300, 1, 7])
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    rows = np.arange(offs[-1])
+    frames = np.zeros((offs[-1], 1152), np.uint8)
+    frames[:, 0], frames[:, 1], frames[:, 2] = rows % 256, rows // 256, 1
+
+    def drawn(out, i):  # frame indices within video i
+        return out["frames"][i, :, 0].astype(int) + 256 * out["frames"][i, :, 1].astype(int) - offs[i]
+
+    k = 3000
+    out = host_sample(small_config("DbofModel", iterations=k))(frames, offs, counts, np.random.default_rng(0))
+    assert out["frames"].shape == (5, k, 1152) and (out["num_frames"] == k).all()
+    assert not out["frames"][1].any() and (drawn(out, 3) == 0).all()
+    for i in (0, 4):
+        n = np.bincount(drawn(out, i), minlength=counts[i])
+        assert len(n) == counts[i] and (np.abs(n - k / counts[i]) < 6 * np.sqrt(k / counts[i])).all(), n
+    d = drawn(out, 2)
+    assert d.min() >= 0 and d.max() < 300 and abs(d.mean() - 149.5) < 6 * 86.6 / np.sqrt(k)
+    assert len(set(d)) > 250  # with replacement: most of the 300 frames among 3000 draws
+
+    run = host_sample(small_config("DbofModel", iterations=5, sample_random_frames=False))
+    starts = set()
+    for seed in range(200):
+        out = run(frames, offs, counts, np.random.default_rng(seed))
+        assert list(drawn(out, 0)) == [0, 1, 2, 2, 2] and list(drawn(out, 3)) == [0] * 5
+        assert not out["frames"][1].any()
+        d = drawn(out, 2)
+        assert (np.diff(d) == 1).all() and 0 <= d[0] <= 295
+        starts.add(d[0])
+        e = drawn(out, 4)
+        assert (np.diff(e) == 1).all() and 0 <= e[0] <= 2
+    assert len(starts) > 100
 
 
 @pytest.mark.parametrize("kind", ["AdamOptimizer", "GradientDescentOptimizer", "MomentumOptimizer",

@@ -103,15 +103,16 @@ def _segments(cfg: ModelConfig):
     return expand
 
 
-def _pooling_parser(cfg: ModelConfig, skip_corrupt: bool, pool, errors: list):
+def _host_parser(cfg: ModelConfig, skip_corrupt: bool, host, errors: list, seed: int):
     """A batch of serialized frame-level records parsed by the project's Numba reader (io.reader, no
-    TensorFlow: 11-14x tf.io.parse_single_sequence_example's speed) and pooled by `pool` (a weight-free
-    backbone's host_pool) into features [B, D]. Measured at batch 64 on 2 cores: tf.data's parse took
-    9-10 ms a batch, and FrameLevelLogistic's mean over the frames as a layer 14 ms under XLA (25 ms
-    without); mean_frames takes 1.2 ms. (The other frame-level models keep tf.data's parse: on a DBoF
-    the Numba reader's ~300 MB of peak RSS, Numba's own included, bought no clear speed.) A bad record's
-    problem (the reader's words; shuffled records have no file to name) goes to `errors` before
-    TensorFlow stops the input."""
+    TensorFlow: 11-14x tf.io.parse_single_sequence_example's speed) and handed to `host` (a
+    models.HostInput: a backbone's work on the host) for the model's inputs. Measured at batch 64 on 2
+    cores: tf.data's parse took 9-10 ms a batch, FrameLevelLogistic's mean over the frames as a layer
+    14 ms under XLA (25 ms without), kernels.dequant.mean_frames 1.2 ms. A bad record's problem (the
+    reader's words; shuffled records have no file to name) goes to `errors` before TensorFlow stops the
+    input. Each batch's random draws come from its own generator, seeded by `seed` and the batch's number
+    (tf.data may parse batches on several threads at once)."""
+    import itertools
     import re
 
     import numpy as np
@@ -123,6 +124,8 @@ def _pooling_parser(cfg: ModelConfig, skip_corrupt: bool, pool, errors: list):
     # dense_labels, as the video-level parse does: fine-tuning on the first classes; a negative one is a bad record)
     reader = Reader(cfg.feature_spec, max_frames=cfg.max_frames, num_classes=2 ** 62, skip_corrupt=skip_corrupt,
                     check_crc=False)
+    names = list(host.spec)
+    batches = itertools.count()
 
     def parse(records):
         lens = np.fromiter(map(len, records), np.int64, len(records))
@@ -134,14 +137,13 @@ def _pooling_parser(cfg: ModelConfig, skip_corrupt: bool, pool, errors: list):
         except Yt8mError as e:
             errors.append(re.sub(r"^: record \d+: ", "", str(e)))
             raise ValueError(errors[-1]) from None
-        return pool(b.frames, b.frame_offsets, b.num_frames), b.dense_labels(cfg.num_classes, np.uint8)
-
-    d = sum(cfg.feature_sizes)
+        inputs = host.fn(b.frames, b.frame_offsets, b.num_frames, np.random.default_rng([seed, next(batches)]))
+        return [*(inputs[n] for n in names), b.dense_labels(cfg.num_classes, np.uint8)]
 
     def tf_parse(records):
-        feats, labels = tf.numpy_function(parse, [records], [tf.float32, tf.uint8], stateful=False)
-        return ({"features": tf.ensure_shape(feats, [None, d])}, tf.ensure_shape(labels, [None, cfg.num_classes]),
-                tf.ones([tf.shape(feats)[0], 1]))
+        out = tf.numpy_function(parse, [records], [*(host.spec[n][0] for n in names), tf.uint8], stateful=True)
+        inputs = {n: tf.ensure_shape(t, host.spec[n][1]) for n, t in zip(names, out)}
+        return inputs, tf.ensure_shape(out[-1], [None, cfg.num_classes]), tf.ones([tf.shape(out[-1])[0], 1])
 
     return tf_parse
 
@@ -150,7 +152,7 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
                  training: bool = True, num_epochs: int | None = 1, seed: int = 0, shuffle_buffer: int = 4096,
                  segment_buffer: int | None = None,
                  drop_remainder: bool = False, skip_corrupt: bool = False, frame_multiple: int = 1,
-                 readers: int = 4, pool=None, errors: list | None = None) -> tf.data.Dataset:
+                 readers: int = 4, host=None, errors: list | None = None) -> tf.data.Dataset:
     """Batches of (inputs, labels, weights) from TFRecord files (parallel reads, seeded shuffle); frame-level
     batches padded to a multiple of `frame_multiple` frames.
 
@@ -158,9 +160,9 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
     from a byte budget, see io.framing.mean_record_bytes), and at most two finished batches wait ahead of the model
     (a frame-level batch of 1024 videos of 300 frames is 354 MB of uint8).
 
-    pool: a weight-free backbone's host_pool: frame-level batches are then parsed by the Numba reader and
-    pooled, the batch's {"features"} [B, D] instead of its frames (not with segments); errors: a list that
-    receives the reader's description of a bad record there."""
+    host: a models.HostInput (a backbone's work on the host): frame-level batches are then parsed by the
+    Numba reader and handed to it, the batch's inputs what it returns (not with segments); errors: a list
+    that receives the reader's description of a bad record there."""
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -178,11 +180,11 @@ def make_dataset(files: list[str], cfg: ModelConfig, batch_size: int, *, segment
         ds = ds.map(_video_parser(cfg), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors(log_warning=True)  # record by record: a bad one is dropped alone
         return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
-    if pool is not None and not segments:
+    if host is not None and not segments:
         if skip_corrupt:  # (a damaged record's CRC: dropped here; a bad record: by the reader, counted)
             ds = ds.ignore_errors(log_warning=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        parse = _pooling_parser(cfg, skip_corrupt, pool, [] if errors is None else errors)
+        parse = _host_parser(cfg, skip_corrupt, host, [] if errors is None else errors, seed)
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
     ds = ds.map(_frame_parser(cfg, segments), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_corrupt:  # bad records (CRC, schema) are dropped with a warning instead of stopping the run

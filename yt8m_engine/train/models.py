@@ -35,13 +35,33 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
     return keras.Model(inputs, out, name=cfg.model)
 
 
-def head_model(model: keras.Model, cfg: ModelConfig) -> keras.Model | None:
-    """For a backbone that pools on the host (its module has host_pool; it has no weights): the model from
-    the pooled features {"features": [B, D]} through `model`'s own head and output layers, so training it
-    trains `model`'s variables. None for the other backbones."""
+class HostInput:
+    """Training input a backbone prepares on the host, in the input pipeline (train/data.py): `fn`(frames,
+    frame_offsets, num_frames, rng) maps the reader's uint8 frames of a batch to the inputs `model` trains
+    on, arrays by name, each of `spec`'s (dtype, shape); `model` shares the full model's variables (the
+    full model is what is checkpointed and exported)."""
+
+    def __init__(self, model: keras.Model, fn, spec: dict):
+        self.model, self.fn, self.spec = model, fn, spec
+
+
+def host_input(model: keras.Model, cfg: ModelConfig) -> HostInput | None:
+    """How training feeds `model` where its backbone has host-side work (None: the frames as they are).
+    host_pool (a backbone without weights, FrameLevelLogistic's mean): the pooled features [B, D] through
+    `model`'s own head and output layers. host_sample (DBoF's frames sampled while training): the
+    sampled uint8 frames, `model` itself with its sampling layer passing them through."""
     backbone, _ = cfg.parts()
-    if not hasattr(backbone, "host_pool"):
-        return None
-    features = keras.Input((sum(cfg.feature_sizes),), dtype="float32", name="features")
-    out = model.get_layer("predictions")(model.get_layer("head")(features))
-    return keras.Model({"features": features}, out, name=f"{cfg.model}_head")
+    d = sum(cfg.feature_sizes)
+    if hasattr(backbone, "host_pool"):
+        features = keras.Input((d,), dtype="float32", name="features")
+        out = model.get_layer("predictions")(model.get_layer("head")(features))
+        return HostInput(keras.Model({"features": features}, out, name=f"{cfg.model}_head"),
+                         lambda fr, off, nf, rng: {"features": backbone.host_pool(fr, off, nf)},
+                         {"features": ("float32", (None, d))})
+    if hasattr(backbone, "host_sample"):
+        sample = backbone.host_sample(cfg)
+        if sample is None:
+            return None
+        model.get_layer("sample").on_host = True
+        return HostInput(model, sample, {"frames": ("uint8", (None, None, d)), "num_frames": ("int32", (None,))})
+    return None

@@ -217,7 +217,7 @@ class _Run:
         tf, tcfg = _tf(), self.tcfg
         import keras
 
-        from .models import build_model, head_model
+        from .models import build_model, host_input
 
         if tcfg.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
@@ -226,9 +226,10 @@ class _Run:
         self.strategy = _strategy(tf, self.cluster, tcfg.num_gpu, self.echo)
         with self.strategy.scope():
             self.model = build_model(self.mcfg, seed=tcfg.seed)
-            # the model trained: the head alone where the input pipeline pools the frames (make_dataset's pool);
-            # `model` is what is checkpointed and exported (the same variables)
-            self.train_model = (None if tcfg.segment_labels else head_model(self.model, self.mcfg)) or self.model
+            # where the backbone works on the host (the input pipeline pools or samples the frames: models.host_input)
+            # the model trained takes what it prepares; `model` is what is checkpointed and exported (the same variables)
+            self.host = None if tcfg.segment_labels else host_input(self.model, self.mcfg)
+            self.train_model = self.model if self.host is None else self.host.model
             replicas = self.strategy.num_replicas_in_sync
             if tcfg.mixed_precision:  # Keras' loss scaling (its optimizers: several ops a variable)
                 self.optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(tcfg, replicas))
@@ -275,7 +276,7 @@ class _Run:
                           num_epochs=tcfg.num_epochs, seed=tcfg.seed + start_step, shuffle_buffer=buffer,
                           segment_buffer=tcfg.shuffle_buffer, skip_corrupt=tcfg.skip_corrupt,
                           frame_multiple=60 if xla and not tcfg.segment_labels else 1, readers=tcfg.num_readers,
-                          pool=None if self.train_model is self.model else self.mcfg.parts()[0].host_pool,
+                          host=self.host,
                           errors=self.input_errors)
         return self.strategy.experimental_distribute_dataset(ds)
 

@@ -40,6 +40,36 @@ def build(cfg, inputs):
     return k.Dbof(asdict(o), sum(cfg.feature_sizes), cfg.l2_penalty, name="dbof")(x, mask, inputs["num_frames"])
 
 
+def host_sample(cfg):
+    """Training's frame sampling on the host (models.host_input): `fn`(frames, frame_offsets, num_frames, rng)
+    draws SampleFrames' sample from the reader's uint8 frames of a batch, so the input pipeline hands the
+    model 30 frames a video instead of up to 300 (at batch 64 a 2.2 MB batch, not ~22 MB), and the
+    model's SampleFrames passes them through. The same draw as the layer's: `iterations` frames uniform
+    over the valid ones (with replacement), or a random contiguous run; a video without frames gets
+    zeros, counted as `iterations` frames, as the layer's."""
+    import numpy as np
+
+    o = cfg.options(Options)
+    k, random_frames = o.iterations, o.sample_random_frames
+
+    def sample(frames, frame_offsets, num_frames, rng):
+        b = len(num_frames)
+        n = np.maximum(num_frames, 1).astype(np.int64)[:, None]
+        if random_frames:
+            idx = (rng.random((b, k)) * n).astype(np.int64)
+        else:
+            span = np.maximum(n - k, 0)
+            idx = np.minimum((rng.random((b, 1)) * (span + 1)).astype(np.int64), span) + np.arange(k)
+        idx = np.minimum(idx, n - 1)
+        out = np.zeros((b, k, frames.shape[1]), np.uint8)
+        has = num_frames > 0
+        if has.any():
+            out[has] = frames[frame_offsets[:b][has, None] + idx[has]]
+        return {"frames": out, "num_frames": np.full(b, k, np.int32)}
+
+    return sample
+
+
 @functools.cache
 def keras_layers():
     """SampleFrames and Dbof, defined on first use: importing this file (for its Options) loads no Keras."""
@@ -58,7 +88,10 @@ def _sample_frames():
 
         It takes the raw uint8 frames, before FrameInput: dequantizing and normalising 30 sampled frames
         instead of all (up to 300) and then sampling is the same arithmetic on the frames that are used.
-        Returns (frames, num_frames): the sample and `iterations` while training, the input otherwise."""
+        Returns (frames, num_frames): the sample and `iterations` while training, the input otherwise (and
+        while training where `on_host`: the trainer's input pipeline drew the sample, host_sample)."""
+
+        on_host = False
 
         def __init__(self, iterations, random_frames=True, seed=None, **kw):
             super().__init__(**kw)
@@ -67,7 +100,7 @@ def _sample_frames():
             self.seed_gen = keras.random.SeedGenerator(seed)
 
         def call(self, x, num_frames, training=None):
-            if not training:
+            if not training or self.on_host:
                 return x, num_frames
             return self._sample(x, num_frames), ops.full_like(num_frames, self.iterations)
 
