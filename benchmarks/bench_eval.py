@@ -7,7 +7,11 @@ tf.data TFRecordDataset -> parse_single_sequence_example -> decode_raw -> float3
 frames gathered per unique start time, dense labels = the ratings' scores, label weights = the rated
 classes) -> batches of 1024 (eval.py's default) -> the model on all 3862 classes (times the label
 weights for segments) -> EvaluationMetrics: Hit@1 and PERR in numpy, GAP and mAP with the starter's
-heapq AveragePrecisionCalculators (bench_metrics.py has them), the cross-entropy loss in numpy.
+heapq AveragePrecisionCalculators (bench_metrics.py has them), the cross-entropy loss in numpy. Video-level
+models (LogisticModel, MoeModel) on the video-level files: eval.py's aggregated reader, parse_example over
+a batch of records, features and dense labels (video level only: segment ratings come with frames).
+The model is trained 30 steps first, at bench_train's sizes for DBoF (1024 clusters, 256 hidden) and the
+LSTM (128 cells).
 Ours: `yt8m-engine eval --train_dir ... --run_once` in a process of its own, on the ONNX files the
 trainer wrote beside the checkpoint (so no TensorFlow in the eval process; a train_dir of an older
 version is exported in a subprocess first: `--cold` times that path).
@@ -20,7 +24,8 @@ segment GAP differ (on the same prediction rows the starter's GAP equals ours to
 Each side is timed as a whole process (wall time, peak RSS of it and its children: proc.py); ours runs
 --repeat times before the baseline and as many after it, the median is reported.
 Prints: eval_seconds[MODEL,MODE] ours=X baseline=Y ratio=Z (peak RSS ours / baseline, machine).
-Usage: python benchmarks/bench_eval.py [--videos 2000] [--model FrameLevelLogisticModel] [--repeat 1]
+Usage: python benchmarks/bench_eval.py [--videos 2000] [--model FrameLevelLogisticModel|DbofModel|LstmModel|MoeModel|
+LogisticModel] [--repeat 1]
 """
 import argparse
 import json
@@ -37,6 +42,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from proc import timed  # noqa: E402
 NUM_CLASSES = 3862
+VIDEO_MODELS = ("LogisticModel", "MoeModel")
 
 
 def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300):
@@ -48,6 +54,21 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
     from yt8m_engine.train.trainer import KerasPredictor
 
     pred = KerasPredictor(train_dir)  # build_graph + saver.restore
+    files = sorted(glob.glob(pattern))
+    if not pred.info.frame_features:  # eval.py's video-level reader: parse_example over a batch of records
+        spec = {"labels": tf.io.VarLenFeature(tf.int64), "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
+                "mean_audio": tf.io.FixedLenFeature([128], tf.float32)}
+
+        def parse_batch(recs):
+            e = tf.io.parse_example(recs, spec)
+            labels = tf.sparse.to_indicator(e["labels"], NUM_CLASSES)
+            return (tf.concat([e["mean_rgb"], e["mean_audio"]], 1), tf.cast(labels, tf.float32))
+
+        ds = tf.data.TFRecordDataset(files).batch(batch_size).map(parse_batch).prefetch(2)
+        ds = ds.map(lambda f, lab: (f, lab, tf.ones([NUM_CLASSES])))
+        predict = pred.predict_features
+    else:
+        ds, predict = None, None
     ctx = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64)}
     if segment_labels:
         ctx.update({"segment_labels": tf.io.VarLenFeature(tf.int64),
@@ -75,14 +96,16 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
         weights = tf.scatter_nd(ind, tf.ones_like(c["segment_scores"].values), [tf.cast(ns, tf.int64), NUM_CLASSES])
         return tf.data.Dataset.from_tensor_slices((segs, tf.fill([ns], 5), labels, weights))
 
-    files = sorted(glob.glob(pattern))
-    ds = tf.data.TFRecordDataset(files).flat_map(parse).batch(batch_size).prefetch(2)
+    if ds is None:
+        ds = tf.data.TFRecordDataset(files).flat_map(parse).batch(batch_size).prefetch(2)
+        ds = ds.map(lambda fr, nf, lab, w: ((fr, nf), lab, w))
+        predict = pred.predict_frames
     gap = StarterAP()
     per_class = [StarterAP() for _ in range(NUM_CLASSES)]
     hits = perr = loss = 0.0
     n = 0
-    for frames, nf, labels, weights in ds:
-        p = pred.predict_frames(frames.numpy(), nf.numpy()) * weights.numpy()
+    for inputs, labels, weights in ds:
+        p = predict(*(np.asarray(x) for x in (inputs if isinstance(inputs, tuple) else (inputs,)))) * weights.numpy()
         lab = labels.numpy()
         n += p.shape[0]
         hits += float(np.sum(lab[np.arange(p.shape[0]), np.argmax(p, 1)] > 0))  # calculate_hit_at_one
@@ -124,15 +147,23 @@ def main():
     try:
         synth(tmp, videos=args.videos, shards=4, seed=0, test_videos=4)
         train_dir = os.path.join(tmp, "model")
-        kw = dict(dbof_cluster_size=1024, dbof_hidden_size=256) if args.model == "DbofModel" else {}
+        # (bench_train's sizes: the starter's 8192-cluster DBoF and 1024-cell LSTM at a fraction of the time)
+        kw = {"DbofModel": dict(dbof_cluster_size=1024, dbof_hidden_size=256),
+              "LstmModel": dict(lstm_cells=128)}.get(args.model, {})
+        video = args.model in VIDEO_MODELS
+        if video:
+            kw.update(frame_features=False, feature_names=["mean_rgb", "mean_audio"])
+        level = "video" if video else "frame"
         train(ModelConfig(model=args.model, **kw),
-              TrainConfig(train_data_pattern=os.path.join(tmp, "2/frame/train*"), train_dir=train_dir, batch_size=64,
+              TrainConfig(train_data_pattern=os.path.join(tmp, f"2/{level}/train*"), train_dir=train_dir, batch_size=64,
                           max_steps=30, log_every=1000), echo=lambda s: None)
         exe = os.path.join(os.path.dirname(sys.executable), "yt8m-engine")
         machine = f"{platform.machine()}, {os.cpu_count()} cores"
         for mode in args.modes.split(","):
             seg = mode == "segment"
-            pattern = os.path.join(tmp, "3/frame/validate*" if seg else "2/frame/validate*")
+            if seg and video:  # (segment ratings come with frame-level data only)
+                continue
+            pattern = os.path.join(tmp, "3/frame/validate*" if seg else f"2/{level}/validate*")
             ours_cmd = [exe, "eval", "--train_dir", train_dir, "--eval_data_pattern", pattern, "--run_once", "--json"]
             ours_cmd += ["--segment_labels"] if seg else []
             base_cmd = [sys.executable, __file__, "--side", "baseline", "--train-dir", train_dir, "--pattern", pattern]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import format as fmt
-from .engine import OnnxModel, predict_segments, predict_videos
+from .engine import OnnxModel, predict_segments, predict_videos, video_batch
 from .errors import Yt8mError
 from .io.files import is_url
 from .io.reader import Reader, merge_notes
@@ -189,8 +189,7 @@ class VideoJob:
 
     def __init__(self, model: OnnxModel, opts: Options, num_files: int):
         self.model, self.opts, self.num_files = model, opts, num_files
-        # 16 videos of similar length (taken from a chunk of 256): 2.9x faster than 256 videos
-        self.batch_size = opts.batch_size or (256 if model.on_gpu else 16)
+        self.batch_size = opts.batch_size or video_batch(model)
         self.chunk = opts.chunk or 256
         self.lines: dict[int, list[tuple[int, str]]] = {}  # file -> (first record, CSV lines) per chunk
         self.ids = IdTable(num_files)
