@@ -525,6 +525,18 @@ def test_learning_rate_counts_the_examples_of_every_replica():
     assert rates == [(r, r) for r in (1, 1, 1, 0.5, 0.5, 0.25)]
 
 
+def test_which_models_xla_compiles_by_default():
+    """XLA by default: not the LSTM; LogisticModel and FrameLevelLogistic only from batch 1024 (as fast
+    uncompiled below it, in less memory); the others at any batch size."""
+    from yt8m_engine.train.registry import MODELS, xla_by_default
+
+    assert not any(xla_by_default("LstmModel", b) for b in (64, 1024, 4096))
+    for m in ("LogisticModel", "FrameLevelLogisticModel"):
+        assert [xla_by_default(m, b) for b in (64, 256, 1023, 1024, 2048)] == [False] * 3 + [True] * 2
+    for m in set(MODELS) - {"LstmModel", "LogisticModel", "FrameLevelLogisticModel"}:
+        assert xla_by_default(m, 1) and xla_by_default(m, 1024)
+
+
 @pytest.mark.parametrize("xla", [True, False])
 def test_xla_option_trains_the_same(synth_dir, tmp_path, xla):
     """--xla (default on for video-level models) compiles the step; the losses equal the plain step's."""

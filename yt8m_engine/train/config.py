@@ -143,9 +143,9 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": ""})
     mixed_precision: bool = field(default=False, metadata={"help": "float16 compute (GPU)"})
     xla: bool | None = field(default=None, metadata={  # None: on where one replica trains (see trainer)
-        "help": "compile each training step with XLA (default: on, except across several replicas and for "
-                "the LSTM, LogisticModel and FrameLevelLogisticModel; frame-level batches are padded to a "
-                "multiple of 60 frames)", "type": bool})
+        "help": "compile each training step with XLA (default: on, except across several replicas, for the "
+                "LSTM, and for LogisticModel and FrameLevelLogisticModel below --batch_size 1024; frame-level "
+                "batches are padded to a multiple of 60 frames)", "type": bool})
     shuffle_buffer: int = 4096   # records at most in the shuffle buffer (which holds 5 batches), and:
     shuffle_mb: int = field(default=512, metadata={
         "help": "memory for the shuffle buffer of serialized records, in MB (it holds 5 batches, as the "

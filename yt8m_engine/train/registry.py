@@ -27,27 +27,37 @@ class ModelSpec:
     frame_level: bool
     head: str | None   # a fixed head, or None: --video_level_classifier_model chooses
     doc: str
-    xla: bool = True   # compiled with XLA by default (one replica); a recurrence runs slower compiled
+    # compiled with XLA by default (one replica) from this --batch_size up; None: never (a recurrence runs
+    # slower compiled)
+    xla_from: int | None = 1
     ynn: bool = True   # XLA's YNNPACK matrix products (quiet_tf.xla_products_without_ynnpack: off)
 
 
 MODELS = {
     # a few large products a step: YNNPACK's were the slower (batch 64, 2 cores: MoE 1400-1450 vs 1120 ex/s);
-    # DBoF's many smaller ones were not. LogisticModel: as fast uncompiled (one product, then the update) and
-    # ~90 MB less peak RSS (917 vs 830 MB, the starter-style baseline's 828)
+    # DBoF's many smaller ones were not. LogisticModel: as fast uncompiled at batch 64 (one product, then the
+    # update) in ~90 MB less peak RSS (917 vs 830 MB, the starter-style baseline's 828), and at 256 (11111 vs
+    # 11190 ex/s); at 1024 XLA fuses the loss's element-wise work over [1024, 3862]: 15350 vs 12907 ex/s,
+    # peak RSS 1204 vs 1245 MB (baseline 1249)
     "LogisticModel": ModelSpec("video", False, "LogisticModel", "logistic regression on the video-level features",
-                               xla=False),
+                               xla_from=1024),
     "MoeModel": ModelSpec("video", False, "MoeModel", "mixture of experts on the video-level features", ynn=False),
     # (trains as a LogisticModel on the means the input pipeline pools: backbones/mean.py's host_pool)
     "FrameLevelLogisticModel": ModelSpec("mean", True, "LogisticModel", "logistic regression on the mean frame",
-                                         xla=False),
+                                         xla_from=1024),
     "DbofModel": ModelSpec("dbof", True, None, "deep bag of frames (the starter's)"),
     # XLA's while loop on the CPU: fwd + bwd of 2 x 128 cells over 300 frames, batch 64, 1.8 s vs 1.4 s
-    "LstmModel": ModelSpec("lstm", True, None, "stacked LSTM, last valid step", xla=False),
+    "LstmModel": ModelSpec("lstm", True, None, "stacked LSTM, last valid step", xla_from=None),
     "NetVladModel": ModelSpec("netvlad", True, None, "NetVLAD pooling + context gating (2017 winner)"),
     "NeXtVladModel": ModelSpec("nextvlad", True, None, "NeXtVLAD pooling + context gating (2018 winner)"),
 }
 HEADS = {"LogisticModel": "logistic", "MoeModel": "moe", "GatedMoeModel": "moe"}  # name -> train/heads/ module
+
+
+def xla_by_default(model: str, batch_size: int) -> bool:
+    """Whether one replica's training step is compiled with XLA unless --xla says otherwise."""
+    start = MODELS[model].xla_from
+    return start is not None and batch_size >= start
 
 
 def _backbone_module(spec: ModelSpec) -> str:

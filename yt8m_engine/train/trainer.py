@@ -325,12 +325,13 @@ class _Run:
         from . import registry
 
         tf, tcfg = _tf(), self.tcfg
-        # XLA by default on one replica (no collectives to compile) for the models the registry marks; frame-level
-        # batches are then padded to a multiple of 60 frames, so at most 5 frame counts compile (measured on 2
-        # CPU cores, batch 64: MoE 1.3x, DBoF 1.4x the plain step's examples/s)
-        xla = tcfg.xla if tcfg.xla is not None else (self.strategy.num_replicas_in_sync == 1
-                                                      and registry.MODELS[self.mcfg.model].xla)
-        if xla and not registry.MODELS[self.mcfg.model].ynn:
+        # XLA by default on one replica (no collectives to compile) for the models the registry marks, from their
+        # batch size up; frame-level batches are then padded to a multiple of 60 frames, so at most 5 frame counts
+        # compile (measured on 2 CPU cores, batch 64: MoE 1.3x, DBoF 1.4x the plain step's examples/s)
+        spec = registry.MODELS[self.mcfg.model]
+        default = self.strategy.num_replicas_in_sync == 1 and registry.xla_by_default(self.mcfg.model, tcfg.batch_size)
+        xla = tcfg.xla if tcfg.xla is not None else default
+        if xla and not spec.ynn:
             from .quiet_tf import xla_products_without_ynnpack
 
             xla_products_without_ynnpack()
