@@ -137,7 +137,8 @@ def _host_parser(cfg: ModelConfig, skip_corrupt: bool, host, errors: list, seed:
         except Yt8mError as e:
             errors.append(re.sub(r"^: record \d+: ", "", str(e)))
             raise ValueError(errors[-1]) from None
-        inputs = host.fn(b.frames, b.frame_offsets, b.num_frames, np.random.default_rng([seed, next(batches)]))
+        rng = np.random.default_rng([seed % 2 ** 63, next(batches)])  # (--seed may be negative)
+        inputs = host.fn(b.frames, b.frame_offsets, b.num_frames, rng)
         return [*(inputs[n] for n in names), b.dense_labels(cfg.num_classes, np.uint8)]
 
     def tf_parse(records):
