@@ -61,11 +61,10 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
 
         def parse_batch(recs):
             e = tf.io.parse_example(recs, spec)
-            labels = tf.sparse.to_indicator(e["labels"], NUM_CLASSES)
-            return (tf.concat([e["mean_rgb"], e["mean_audio"]], 1), tf.cast(labels, tf.float32))
+            labels = tf.cast(tf.sparse.to_indicator(e["labels"], NUM_CLASSES), tf.float32)
+            return (tf.concat([e["mean_rgb"], e["mean_audio"]], 1),), labels, tf.ones([NUM_CLASSES])
 
         ds = tf.data.TFRecordDataset(files).batch(batch_size).map(parse_batch).prefetch(2)
-        ds = ds.map(lambda f, lab: (f, lab, tf.ones([NUM_CLASSES])))
         predict = pred.predict_features
     else:
         ds, predict = None, None
@@ -105,7 +104,7 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
     hits = perr = loss = 0.0
     n = 0
     for inputs, labels, weights in ds:
-        p = predict(*(np.asarray(x) for x in (inputs if isinstance(inputs, tuple) else (inputs,)))) * weights.numpy()
+        p = predict(*(x.numpy() for x in inputs)) * weights.numpy()
         lab = labels.numpy()
         n += p.shape[0]
         hits += float(np.sum(lab[np.arange(p.shape[0]), np.argmax(p, 1)] > 0))  # calculate_hit_at_one

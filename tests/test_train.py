@@ -313,7 +313,8 @@ def test_frame_input_is_tensorflows_parse_and_the_host_input_is_the_layers(synth
     pooled by mean_frames, fed to the head): the same labels, and features equal to the model's MeanFrame
     layer on those frames, which export and eval run, and to a plain float64 mean of the normalised frames
     (a video without frames: zeros). DBoF's training batches: each video's sample drawn from its own
-    frames, passed through by the model's sampling layer (host_sample's draws: test_dbof_host_sample)."""
+    frames, passed through by the model's sampling layer (host_sample's draws:
+    test_dbof_host_sample_draws_as_the_layer)."""
     import glob
 
     from yt8m_engine.kernels.dequant import mean_frames
@@ -359,7 +360,7 @@ def test_frame_input_is_tensorflows_parse_and_the_host_input_is_the_layers(synth
         own = {r.tobytes() for r in frames[i, :nf[i]]}
         assert all(r.tobytes() in own for r in sf[i])
     layer = model.get_layer("sample")
-    out, n = layer(sampled["frames"], sampled["num_frames"], training=True)
+    out, _ = layer(sampled["frames"], sampled["num_frames"], training=True)
     np.testing.assert_array_equal(out.numpy(), sf)
     layer.on_host = False  # (the layer's own draw, as before)
     assert layer(tf.constant(frames), tf.constant(nf), training=True)[0].shape == (12, k, 1152)

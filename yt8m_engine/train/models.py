@@ -9,6 +9,9 @@ Output: `predictions`, per-class probabilities [batch, num_classes].
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from .quiet_tf import tf  # noqa: F401  (TensorFlow loaded quietly before Keras loads it)
 
 import keras  # noqa: E402
@@ -35,14 +38,16 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> keras.Model:
     return keras.Model(inputs, out, name=cfg.model)
 
 
+@dataclass
 class HostInput:
     """Training input a backbone prepares on the host, in the input pipeline (train/data.py): `fn`(frames,
     frame_offsets, num_frames, rng) maps the reader's uint8 frames of a batch to the inputs `model` trains
     on, arrays by name, each of `spec`'s (dtype, shape); `model` shares the full model's variables (the
     full model is what is checkpointed and exported)."""
 
-    def __init__(self, model: keras.Model, fn, spec: dict):
-        self.model, self.fn, self.spec = model, fn, spec
+    model: keras.Model
+    fn: Callable
+    spec: dict
 
 
 def host_input(model: keras.Model, cfg: ModelConfig) -> HostInput | None:
@@ -59,9 +64,6 @@ def host_input(model: keras.Model, cfg: ModelConfig) -> HostInput | None:
                          lambda fr, off, nf, rng: {"features": backbone.host_pool(fr, off, nf)},
                          {"features": ("float32", (None, d))})
     if hasattr(backbone, "host_sample"):
-        sample = backbone.host_sample(cfg)
-        if sample is None:
-            return None
         model.get_layer("sample").on_host = True
-        return HostInput(model, sample, {"frames": ("uint8", (None, None, d)), "num_frames": ("int32", (None,))})
+        return HostInput(model, backbone.host_sample(cfg), {"frames": ("uint8", (None, None, d)), "num_frames": ("int32", (None,))})
     return None
