@@ -1,9 +1,11 @@
 """infer end to end: train -> export -> infer -> score; determinism; shards + merge; eval on ONNX alone."""
+import csv
 import filecmp
 import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -208,8 +210,19 @@ def test_eval_cli_segment_metrics_and_reports(trained_flm, learn_dir, tmp_path):
     # the same Kaggle metric as infer + score
     infer(onnx_path, rated, str(tmp_path / "s.csv"), segment_labels=True, progress=False)
     assert res["segment_map"] == pytest.approx(score(str(tmp_path / "s.csv"), rated)["map"], abs=1e-9)
-    assert set(os.listdir(tmp_path / "rep")) == {"metrics.json", "class_ap.csv", "metrics.png"}
-    assert (tmp_path / "rep/metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(os.listdir(tmp_path / "rep")) == {"metrics.json", "class_ap.csv", "metrics.svg"}
+    # the plot: per-class AP by rank (from class_ap.csv's APs, the best first) and the PR curve
+    svg = ET.parse(tmp_path / "rep/metrics.svg").getroot()
+    lines = [[tuple(map(float, p.split(","))) for p in e.get("points").split()]
+             for e in svg.iter("{http://www.w3.org/2000/svg}polyline")]
+    assert len(lines) == 2
+    with open(tmp_path / "rep/class_ap.csv") as f:
+        aps = sorted((float(r["ap"]) for r in csv.DictReader(f)), reverse=True)
+    ph = 270  # the panels' height: y = ph - value * ph / 1.02
+    assert len(lines[0]) == len(aps)
+    assert [round((ph - y) * 1.02 / ph, 2) for _, y in lines[0]] == pytest.approx([round(a, 2) for a in aps], abs=0.011)
+    prec, rec = zip(*[(round((ph - y) * 1.02 / ph, 3), x / 380) for x, y in lines[1]])
+    assert all(0 <= v <= 1 for v in prec + rec) and list(rec) == sorted(rec) and rec[-1] > 0
 
 
 def test_infer_errors(trained_flm, learn_dir, tmp_path):

@@ -183,7 +183,7 @@ def eval_cmd(ctx, train_dir, model_file, eval_data_pattern, segment_labels, batc
              segment_label_ids_file, vocabulary, output_dir, run_once, poll_seconds, providers, threads, skip_corrupt,
              as_json, frame_features, feature_names, feature_sizes, **model_flags):
     """Evaluate a model: Hit@1, PERR, GAP, mAP, loss (and segment metrics)."""
-    from .evaluate import evaluate, preload_plotting, tensorboard_summaries, write_reports
+    from .evaluate import evaluate, tensorboard_summaries, write_reports
     from .io.files import check_output_dir
 
     if model_file and (model_file.endswith(".onnx") or os.path.isfile(model_file)):
@@ -197,7 +197,6 @@ def eval_cmd(ctx, train_dir, model_file, eval_data_pattern, segment_labels, batc
     target = train_dir or model_file
     out_dir = output_dir or (os.path.join(train_dir, "eval") if train_dir else model_file + ".eval")
     check_output_dir(out_dir)
-    preload_plotting()
     seen = None
     while True:
         ckpt = None
