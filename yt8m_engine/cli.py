@@ -520,7 +520,9 @@ def split_verbosity(args: list[str]) -> tuple[int, list[str]]:
 
 
 def main(argv=None) -> None:
-    from . import progress
+    from . import kernels, progress
+
+    kernels.FREEZE_AFTER_WARM_UP = True
 
     progress.LEVEL, argv = split_verbosity(list(sys.argv[1:] if argv is None else argv))
     try:

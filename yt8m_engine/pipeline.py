@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from .engine import OnnxModel, predict_segments, predict_videos, video_batch
 from .errors import Yt8mError
 from .io.files import is_url
 from .io.reader import Reader, merge_notes
+from .kernels.warm import warm_up
 from .kernels.topk import topk_serial
 from .progress import Progress
 from .rank.keys import check_records, segment_keys
@@ -132,7 +134,10 @@ def open_model(path: str, opts: Options) -> OnnxModel:
     if intra is None and "cuda" not in opts.providers and "tensorrt" not in opts.providers:
         intra = max(1, (os.cpu_count() or 1) // _workers(opts))
     # spin=False: ORT's own pool (CPU fallback ops on a GPU) must not spin on the workers' cores
-    return OnnxModel(path, opts.providers, threads=intra, io_binding=opts.io_binding, spin=False)
+    with ThreadPoolExecutor(1, thread_name_prefix="load-model") as ex:
+        loading = ex.submit(OnnxModel, path, opts.providers, threads=intra, io_binding=opts.io_binding, spin=False)
+        warm_up()  # Numba's set-up meanwhile: ~0.15 s of a 1-2 s eval
+        return loading.result()
 
 
 def score_segments(model: OnnxModel, fidx: int, b, batch_size: int, cols, state: dict):
