@@ -416,6 +416,43 @@ def test_dbof_host_sample_draws_as_the_layer():
     assert len(starts) > 100
 
 
+@pytest.mark.parametrize("batch, min_rows", [(300, 128), (21, 4), (3, 128)])
+def test_lstm_by_length_equals_keras_lstm(batch, min_rows):
+    """LengthLSTM (videos by length in groups, each group as far as its longest video) gives Keras' LSTM's
+    predictions and gradients: 2 groups of 150; 5 groups of 4-5 rows and 3 empty ones; one group of 3.
+    Lengths 0, 1 and all 40 frames among them."""
+    from yt8m_engine.train.models import build_model
+
+    model = build_model(small_config("LstmModel"))
+    lstms = [la for la in model.layers if hasattr(la, "by_length")]
+    assert [la.name for la in lstms] == ["lstm_0", "lstm_1"]
+    rng = np.random.default_rng(batch)
+    frames = tf.constant(rng.integers(0, 256, (batch, 40, 1152), dtype=np.uint8))
+    nf = rng.integers(0, 41, batch).astype(np.int32)
+    nf[:3] = [0, 1, 40]
+    labels = tf.constant(rng.random((batch, 3862)) < 0.01, tf.float32)
+    out = {}
+    for on in (True, False):
+        for la in lstms:
+            la.by_length, la.MIN_ROWS = on, min_rows
+        with tf.GradientTape() as tape:
+            preds = model({"frames": frames, "num_frames": tf.constant(nf)}, training=True)
+            loss = tf.reduce_sum(tf.keras.losses.binary_crossentropy(labels, preds))
+        out[on] = [preds.numpy()] + [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+    assert len(out[True]) == len(model.trainable_variables) + 1
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert np.abs(out[True][1]).max() > 0  # (the LSTM's kernel has a gradient)
+
+
+def test_lstm_trains_under_xla(synth_dir, tmp_path):
+    """--xla compiles the LSTM's step: LengthLSTM's groups (shapes that follow the data) are off there."""
+    lines = []
+    train(small_config("LstmModel"), TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=str(tmp_path / "x"),
+                                                 batch_size=8, max_steps=2, log_every=1, xla=True), echo=lines.append)
+    assert len([ln for ln in lines if ln.startswith("step")]) == 2
+
+
 @pytest.mark.parametrize("kind", ["AdamOptimizer", "GradientDescentOptimizer", "MomentumOptimizer",
                                   "AdagradOptimizer", "RMSPropOptimizer"])
 def test_fused_optimizers_match_numpy(kind):

@@ -286,6 +286,9 @@ class _Run:
         from .losses import LOSSES
 
         loss_fn = LOSSES[tcfg.label_loss]
+        for layer in model.layers:  # (shapes that follow the data, as LengthLSTM's groups, do not compile)
+            if hasattr(layer, "by_length"):
+                layer.by_length = not xla
 
         def grad_fn(inputs, labels, weights):
             with tf.GradientTape() as tape:

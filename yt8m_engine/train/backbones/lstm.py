@@ -1,7 +1,11 @@
 """LstmModel: stacked LSTMs over the normalised frames, the output at the last valid frame. Unmasked
-(a masked LSTM converts to a slow ONNX Loop); the ONNX side is the LSTM op itself."""
+(a masked LSTM converts to a slow ONNX Loop); the ONNX side is the LSTM op itself.
+
+While training (and in Keras predictions) each LSTM runs over the frames a batch needs only: its videos,
+by length, in up to 8 groups of at least 128, each group as far as its longest video (LengthLSTM)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 
@@ -16,7 +20,7 @@ class Options:
 def build(cfg, inputs):
     from ..layers import FrameInput, LastStep  # (first: TensorFlow loaded quietly before Keras)
 
-    from keras import initializers, layers
+    from keras import initializers
 
     o = cfg.options(Options)
     seq, _ = FrameInput(name="frame_input")(inputs["frames"], inputs["num_frames"])
@@ -26,10 +30,60 @@ def build(cfg, inputs):
         # default: the input's alone, and an orthogonal recurrent matrix); its forget_bias 1.0 is Keras'
         # unit_forget_bias (a learned bias starting at 1 instead of a constant 1 added to one at 0)
         limit = (6 / (n + 5 * h)) ** 0.5  # (an initializer instance each: an unseeded one repeats its draw)
-        seq = layers.LSTM(h, return_sequences=True, kernel_initializer=initializers.RandomUniform(-limit, limit),
-                          recurrent_initializer=initializers.RandomUniform(-limit, limit), name=f"lstm_{i}")(seq)
+        seq = length_lstm()(h, return_sequences=True, kernel_initializer=initializers.RandomUniform(-limit, limit),
+                            recurrent_initializer=initializers.RandomUniform(-limit, limit),
+                            name=f"lstm_{i}")(seq, num_frames=inputs["num_frames"])
         n = h
     return LastStep(name="last_step")(seq, inputs["num_frames"])
+
+
+@functools.cache
+def length_lstm():
+    """LengthLSTM, defined on first use: importing this file (for its Options) loads no Keras."""
+    from ..quiet_tf import tf  # (TensorFlow loaded quietly before Keras loads it)
+
+    import keras
+
+    @keras.saving.register_keras_serializable("yt8m")
+    class LengthLSTM(keras.layers.LSTM):
+        """Keras' LSTM (the same weights, the same outputs where a video has frames) over the frames its
+        batch needs only. The unmasked LSTM's output at a video's frame t depends on its frames up to t
+        alone, and LastStep reads each video's last frame: so the videos, by length, go in up to
+        `GROUPS` groups of at least `MIN_ROWS` (a group's products stay large), each group through
+        Keras' own loop as far as its longest video; later steps are zeros. The synthetic data's videos
+        (most under 90 frames, a few of 300) need a quarter of the steps in batches of 1024; the real
+        data's (most of 120-300 frames) fewer groups end early."""
+
+        GROUPS, MIN_ROWS = 8, 128
+        by_length = True  # the trainer turns it off under XLA, which compiles static shapes only
+
+        def call(self, sequences, num_frames=None, initial_state=None, mask=None, training=False):
+            if num_frames is None or not self.by_length or initial_state is not None or mask is not None:
+                return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+            b, t = tf.shape(sequences)[0], tf.shape(sequences)[1]
+            lengths = tf.minimum(tf.cast(num_frames, tf.int32), t)
+            order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+            lengths = tf.gather(lengths, order)
+            groups = tf.clip_by_value(b // self.MIN_ROWS, 1, self.GROUPS)
+            flat = tf.reshape(sequences, [-1, tf.shape(sequences)[2]])
+
+            def group(lo, hi):
+                steps = tf.maximum(lengths[lo], 1)  # (sorted: the group's longest first)
+                rows = order[lo:hi, None] * t + tf.range(steps)[None, :]
+                y = super(LengthLSTM, self).call(tf.gather(flat, rows), training=training)  # [rows, steps, units]
+                return tf.pad(y, [[0, 0], [0, t - steps], [0, 0]])
+
+            outs = []
+            for g in range(self.GROUPS):  # the groups past `groups` are empty
+                lo, hi = tf.minimum(g, groups) * b // groups, tf.minimum(g + 1, groups) * b // groups
+                empty = tf.zeros([0, t, self.units], self.compute_dtype)
+                outs.append(tf.cond(hi > lo, lambda lo=lo, hi=hi: group(lo, hi), lambda e=empty: e))
+            return tf.gather(tf.concat(outs, 0), tf.math.invert_permutation(order))
+
+        def compute_output_shape(self, sequences_shape, num_frames_shape=None, initial_state_shape=None):
+            return super().compute_output_shape(sequences_shape, initial_state_shape)
+
+    return LengthLSTM
 
 
 def _gates(w, h):
