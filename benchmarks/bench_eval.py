@@ -54,9 +54,6 @@ def baseline(train_dir, pattern, segment_labels, batch_size=1024, max_frames=300
     from yt8m_engine.train.trainer import KerasPredictor
 
     pred = KerasPredictor(train_dir)  # build_graph + saver.restore
-    for layer in pred.model.layers:  # the LSTM over every padded frame, as the starter's dynamic_rnn
-        if hasattr(layer, "by_length"):
-            layer.by_length = False
     files = sorted(glob.glob(pattern))
     if not pred.info.frame_features:  # eval.py's video-level reader: parse_example over a batch of records
         spec = {"labels": tf.io.VarLenFeature(tf.int64), "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),

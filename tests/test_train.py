@@ -416,15 +416,15 @@ def test_dbof_host_sample_draws_as_the_layer():
     assert len(starts) > 100
 
 
-@pytest.mark.parametrize("batch, min_rows", [(300, 128), (21, 4), (3, 128)])
-def test_lstm_by_length_equals_keras_lstm(batch, min_rows):
+@pytest.mark.parametrize("batch, groups", [(300, 2), (21, 8), (5, 8)])
+def test_lstm_by_length_equals_keras_lstm(batch, groups):
     """LengthLSTM (videos by length in groups, each group as far as its longest video) gives Keras' LSTM's
-    predictions and gradients: 2 groups of 150; 5 groups of 4-5 rows and 3 empty ones; one group of 3.
+    predictions and gradients: 2 groups of 150; 8 groups of 2-3 rows; 5 groups of one and 3 empty ones.
     Lengths 0, 1 and all 40 frames among them."""
     from yt8m_engine.train.models import build_model
 
     model = build_model(small_config("LstmModel"))
-    lstms = [la for la in model.layers if hasattr(la, "by_length")]
+    lstms = [la for la in model.layers if hasattr(la, "groups")]
     assert [la.name for la in lstms] == ["lstm_0", "lstm_1"]
     rng = np.random.default_rng(batch)
     frames = tf.constant(rng.integers(0, 256, (batch, 40, 1152), dtype=np.uint8))
@@ -434,7 +434,7 @@ def test_lstm_by_length_equals_keras_lstm(batch, min_rows):
     out = {}
     for on in (True, False):
         for la in lstms:
-            la.by_length, la.MIN_ROWS = on, min_rows
+            la.groups = groups if on else 0
         with tf.GradientTape() as tape:
             preds = model({"frames": frames, "num_frames": tf.constant(nf)}, training=True)
             loss = tf.reduce_sum(tf.keras.losses.binary_crossentropy(labels, preds))
@@ -446,11 +446,12 @@ def test_lstm_by_length_equals_keras_lstm(batch, min_rows):
 
 
 def test_lstm_trains_under_xla(synth_dir, tmp_path):
-    """--xla compiles the LSTM's step: LengthLSTM's groups (shapes that follow the data) are off there."""
+    """--xla compiles the LSTM's step: LengthLSTM's groups (shapes that follow the data) are off there;
+    the trainer sets them from the batch size otherwise."""
     lines = []
     train(small_config("LstmModel"), TrainConfig(train_data_pattern=pattern(synth_dir), train_dir=str(tmp_path / "x"),
-                                                 batch_size=8, max_steps=2, log_every=1, xla=True), echo=lines.append)
-    assert len([ln for ln in lines if ln.startswith("step")]) == 2
+                                                 batch_size=256, max_steps=1, log_every=1, xla=True), echo=lines.append)
+    assert len([ln for ln in lines if ln.startswith("step")]) == 1
 
 
 @pytest.mark.parametrize("kind", ["AdamOptimizer", "GradientDescentOptimizer", "MomentumOptimizer",

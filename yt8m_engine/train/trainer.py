@@ -286,9 +286,9 @@ class _Run:
         from .losses import LOSSES
 
         loss_fn = LOSSES[tcfg.label_loss]
-        for layer in model.layers:  # (shapes that follow the data, as LengthLSTM's groups, do not compile)
-            if hasattr(layer, "by_length"):
-                layer.by_length = not xla
+        for layer in model.layers:  # LengthLSTM's groups (shapes that follow the data do not compile)
+            if hasattr(layer, "groups"):
+                layer.groups = 0 if xla else min(8, tcfg.batch_size // 128)
 
         def grad_fn(inputs, labels, weights):
             with tf.GradientTape() as tape:

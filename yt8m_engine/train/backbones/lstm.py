@@ -1,8 +1,8 @@
 """LstmModel: stacked LSTMs over the normalised frames, the output at the last valid frame. Unmasked
 (a masked LSTM converts to a slow ONNX Loop); the ONNX side is the LSTM op itself.
 
-While training (and in Keras predictions) each LSTM runs over the frames a batch needs only: its videos,
-by length, in up to 8 groups of at least 128, each group as far as its longest video (LengthLSTM)."""
+In training batches of 256 and more each LSTM runs over the frames the batch needs only: its videos, by
+length, in up to 8 groups of at least 128, each group as far as its longest video (LengthLSTM)."""
 from __future__ import annotations
 
 import functools
@@ -48,23 +48,24 @@ def length_lstm():
     class LengthLSTM(keras.layers.LSTM):
         """Keras' LSTM (the same weights, the same outputs where a video has frames) over the frames its
         batch needs only. The unmasked LSTM's output at a video's frame t depends on its frames up to t
-        alone, and LastStep reads each video's last frame: so the videos, by length, go in up to
-        `GROUPS` groups of at least `MIN_ROWS` (a group's products stay large), each group through
-        Keras' own loop as far as its longest video; later steps are zeros. The synthetic data's videos
-        (most under 90 frames, a few of 300) need a quarter of the steps in batches of 1024; the real
-        data's (most of 120-300 frames) fewer groups end early."""
+        alone, and LastStep reads each video's last frame: so the videos, by length, go in `groups`
+        groups (each group through Keras' own loop as far as its longest video; later steps are zeros).
+        The synthetic data's videos (most under 90 frames, a few of 300) need a quarter of the steps in
+        batches of 1024; the real data's (most of 120-300 frames) fewer groups end early.
 
-        GROUPS, MIN_ROWS = 8, 128
-        by_length = True  # the trainer turns it off under XLA, which compiles static shapes only
+        `groups` (0: Keras' LSTM as it is) is the trainer's: batch size // 128 up to 8 (a group's
+        products stay large; below 256, one group would save little and its graph costs), and 0 under
+        XLA, which compiles static shapes only. A batch smaller than `groups` leaves groups empty."""
+
+        groups = 0
 
         def call(self, sequences, num_frames=None, initial_state=None, mask=None, training=False):
-            if num_frames is None or not self.by_length or initial_state is not None or mask is not None:
+            if num_frames is None or self.groups < 2 or initial_state is not None or mask is not None:
                 return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
             b, t = tf.shape(sequences)[0], tf.shape(sequences)[1]
             lengths = tf.minimum(tf.cast(num_frames, tf.int32), t)
             order = tf.argsort(lengths, direction="DESCENDING", stable=True)
             lengths = tf.gather(lengths, order)
-            groups = tf.clip_by_value(b // self.MIN_ROWS, 1, self.GROUPS)
             flat = tf.reshape(sequences, [-1, tf.shape(sequences)[2]])
 
             def group(lo, hi):
@@ -74,8 +75,8 @@ def length_lstm():
                 return tf.pad(y, [[0, 0], [0, t - steps], [0, 0]])
 
             outs = []
-            for g in range(self.GROUPS):  # the groups past `groups` are empty
-                lo, hi = tf.minimum(g, groups) * b // groups, tf.minimum(g + 1, groups) * b // groups
+            for g in range(self.groups):
+                lo, hi = g * b // self.groups, (g + 1) * b // self.groups
                 empty = tf.zeros([0, t, self.units], self.compute_dtype)
                 outs.append(tf.cond(hi > lo, lambda lo=lo, hi=hi: group(lo, hi), lambda e=empty: e))
             return tf.gather(tf.concat(outs, 0), tf.math.invert_permutation(order))
