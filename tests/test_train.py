@@ -421,10 +421,11 @@ def test_lstm_by_length_equals_keras_lstm(batch, groups):
     """LengthLSTM (videos by length in groups, each group as far as its longest video) gives Keras' LSTM's
     predictions and gradients: 2 groups of 150; 8 groups of 2-3 rows; 5 groups of one and 3 empty ones.
     Lengths 0, 1 and all 40 frames among them."""
+    from yt8m_engine.train.backbones.lstm import length_lstm
     from yt8m_engine.train.models import build_model
 
     model = build_model(small_config("LstmModel"))
-    lstms = [la for la in model.layers if hasattr(la, "groups")]
+    lstms = [la for la in model.layers if isinstance(la, length_lstm())]
     assert [la.name for la in lstms] == ["lstm_0", "lstm_1"]
     rng = np.random.default_rng(batch)
     frames = tf.constant(rng.integers(0, 256, (batch, 40, 1152), dtype=np.uint8))
