@@ -179,6 +179,35 @@ def test_eval_on_onnx_alone_matches_train_dir(trained_flm, learn_dir, tmp_path):
         assert a[k] == pytest.approx(b[k], abs=1e-4)
 
 
+def test_command_line_freezes_start_up_once_and_the_library_never(trained_flm, learn_dir, tmp_path):
+    """The command line takes what start-up loaded out of the cyclic collector (gc.freeze after Numba's
+    warm-up: 0.1-0.2 s of an eval of 2000 videos), once (a polling eval's later models leave it be); a
+    library caller's collector is left as it is."""
+    _, onnx_path, _ = trained_flm
+    val = f"{learn_dir}/2/frame/validate*"
+    code = f"""
+import gc
+from yt8m_engine import kernels
+from yt8m_engine.evaluate import evaluate
+from yt8m_engine.kernels.warm import warm_up
+evaluate({onnx_path!r}, {val!r})
+print('library', gc.get_freeze_count())
+from yt8m_engine.cli import main
+try:
+    main(['eval', '--model', {onnx_path!r}, '--eval_data_pattern', {val!r}, '--output_dir', {str(tmp_path)!r}, '-q'])
+except SystemExit as e:
+    assert not e.code, e.code
+print('cli', gc.get_freeze_count())
+garbage = [[] for _ in range(1000)]
+warm_up()
+print('again', gc.get_freeze_count())
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = dict(line.split() for line in r.stdout.splitlines() if line.split()[0] in ("library", "cli", "again"))
+    assert counts["library"] == "0" and int(counts["cli"]) > 100_000 and counts["again"] == counts["cli"], counts
+
+
 @pytest.mark.parametrize("n", [7, 40])
 def test_eval_segment_map_past_its_buffer(trained_flm, learn_dir, tmp_path, n):
     """With fewer than N segments eval keeps their score rows as they come; with more it moves them into a

@@ -17,4 +17,5 @@ def warm_up() -> None:
     loads a model on another thread (which releases the GIL)."""
     _ready(1)
     if kernels.FREEZE_AFTER_WARM_UP:
+        kernels.FREEZE_AFTER_WARM_UP = False  # once: a polling eval's later rounds leave the collector be
         gc.freeze()
