@@ -295,7 +295,8 @@ class _Run:
             with tf.GradientTape() as tape:
                 preds = model(inputs, training=True)
                 loss = loss_fn(preds, labels, weights)
-                reg = tf.add_n(model.losses) if model.losses else 0.0
+                # (--regularization_penalty 0: no L2 term at all, not its gradient's passes times zero)
+                reg = tf.add_n(model.losses) if model.losses and tcfg.regularization_penalty else 0.0
                 # gradients are summed over replicas: scale so that they average
                 total = (loss + tcfg.regularization_penalty * reg) / strategy.num_replicas_in_sync
                 scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
