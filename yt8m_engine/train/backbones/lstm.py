@@ -70,25 +70,23 @@ def length_lstm():
             lengths = tf.gather(lengths, order)
             flat = tf.reshape(sequences, [-1, tf.shape(sequences)[2]])
 
-            def group(lo, hi):
-                steps = tf.maximum(lengths[lo], 1)  # (sorted: the group's longest first)
+            # each group's rows [lo, hi) of the sorted batch and its steps: its longest video's frames
+            bounds = [g * b // self.groups for g in range(self.groups + 1)]
+            groups = [(lo, hi, tf.maximum(lengths[tf.minimum(lo, b - 1)], 1)) for lo, hi in zip(bounds, bounds[1:])]
+
+            def group(lo, hi, steps):
                 rows = order[lo:hi, None] * t + tf.range(steps)[None, :]
                 y = super(LengthLSTM, self).call(tf.gather(flat, rows), training=training)  # [rows, steps, units]
                 return tf.pad(y, [[0, 0], [0, t - steps], [0, 0]])
 
-            bounds = [g * b // self.groups for g in range(self.groups + 1)]
-
             def grouped():
-                outs = []
-                for lo, hi in zip(bounds[:-1], bounds[1:]):
-                    empty = tf.zeros([0, t, self.units], self.compute_dtype)
-                    outs.append(tf.cond(hi > lo, lambda lo=lo, hi=hi: group(lo, hi), lambda e=empty: e))
+                empty = tf.zeros([0, t, self.units], self.compute_dtype)
+                outs = [tf.cond(g[1] > g[0], lambda g=g: group(*g), lambda: empty) for g in groups]
                 return tf.gather(tf.concat(outs, 0), tf.math.invert_permutation(order))
 
             # the groups' steps (rows x frames) against the plain loop's: grouped where they save `saving`
             # of them (their gathers and smaller products cost ~10% where most videos are long: real data)
-            work = tf.add_n([(hi - lo) * tf.maximum(lengths[tf.minimum(lo, b - 1)], 1)
-                             for lo, hi in zip(bounds[:-1], bounds[1:])])
+            work = tf.add_n([(hi - lo) * steps for lo, hi, steps in groups])
             worth = tf.cast(work, tf.float32) < (1 - self.saving) * tf.cast(b * t, tf.float32)
             return tf.cond((b > 0) & worth, grouped, lambda: super(LengthLSTM, self).call(sequences, training=training))
 
