@@ -527,14 +527,80 @@ def test_fused_optimizers_match_numpy(kind):
     assert int(opt.iterations.numpy()) == 4 and 0 < clipped < 4  # (the clip mattered, and not always)
 
 
+def native_ops(monkeypatch, on: bool):
+    """The fused Adam op on (built where a compiler is found: else the test skips) or off, for this test."""
+    from yt8m_engine.train import ops
+
+    monkeypatch.setattr(ops, "_loaded", {})
+    monkeypatch.setenv("YT8M_ENGINE_NATIVE_OPS", "1" if on else "0")
+    if on and ops.clipped_adam() is None:
+        if ops._compiler() is None:
+            pytest.skip("no C++ compiler here: the fused Adam op cannot be built")
+        pytest.fail(f"the fused Adam op did not build: {ops._loaded['clipped_adam'][1]}")
+    return ops.clipped_adam() if on else None
+
+
+@pytest.mark.parametrize("l2, clip", [(0.0, 0.0), (0.3, 0.0), (0.3, 1e9), (0.3, 40.0), (0.0, 40.0), (0.3, 0.05)])
+@pytest.mark.parametrize("size", [(5, 3), (3 * 32768 + 17,)])
+def test_clipped_adam_op_equals_the_starters_update(monkeypatch, l2, clip, size):
+    """Yt8mClippedAdam (train/ops/clipped_adam.cc) against NumPy in float64, three steps: the gradient plus
+    l2 * w, clipped by its own norm where that passes `clip` (0: no clip), tf.train.AdamOptimizer's update.
+    The large variable spans several of the norm's blocks with a remainder (and the update's shards); the
+    clips hit on some steps or all or none. A tensor read before an update keeps its values (copy on write)."""
+    lib = native_ops(monkeypatch, True)
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=size)
+    m, v = np.zeros(size), np.zeros(size)
+    var, mv, vv = tf.Variable(w.astype(np.float32)), tf.Variable(tf.zeros(size)), tf.Variable(tf.zeros(size))
+    hits = []
+    for t in range(1, 4):
+        g = rng.normal(size=size).astype(np.float32) * 0.1 * t
+        lr, b1p, b2p = 0.01 * t, 0.9 ** t, 0.999 ** t
+        before = var.read_value()
+        lib.yt8m_clipped_adam(var.handle, mv.handle, vv.handle, g, lr, b1p, b2p, l2, clip)
+        np.testing.assert_array_equal(before.numpy(), w.astype(np.float32))  # (not updated in place)
+        total = g + l2 * w
+        norm = np.sqrt((total ** 2).sum())
+        hits.append(bool(clip > 0 and norm > clip))
+        total = total * (clip / norm if hits[-1] else 1.0)
+        m = 0.9 * m + 0.1 * total
+        v = 0.999 * v + 0.001 * total ** 2
+        w = w - lr * np.sqrt(1 - b2p) / (1 - b1p) * m / (np.sqrt(v) + 1e-8)
+        # (1 - beta2 in float32, as ResourceApplyAdam: 1.0000050e-3, so v is ~1e-5 off float64's)
+        np.testing.assert_allclose(mv.numpy(), m, rtol=3e-5, atol=1e-7)
+        np.testing.assert_allclose(vv.numpy(), v, rtol=3e-5, atol=1e-9)
+        np.testing.assert_allclose(var.numpy(), w, rtol=1e-5, atol=1e-6)
+        w = var.numpy().astype(np.float64)  # (the next step from where float32 is; the error does not build up)
+    if clip in (0.0, 1e9):
+        assert not any(hits)
+    if clip == 0.05:
+        assert all(hits)
+    if clip == 40.0 and l2 == 0 and size[0] > 5:  # (norms ~31, 63, 94)
+        assert hits == [False, True, True]
+
+
+def test_clipped_adam_op_checks_its_inputs(monkeypatch):
+    lib = native_ops(monkeypatch, True)
+    a, b = tf.Variable(tf.zeros([4])), tf.Variable(tf.zeros([4]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="three variables"):
+        lib.yt8m_clipped_adam(a.handle, a.handle, b.handle, tf.zeros([4]), 0.1, 0.9, 0.999, 0.0, 0.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="does not match the gradient"):
+        lib.yt8m_clipped_adam(a.handle, b.handle, tf.Variable(tf.zeros([4])).handle, tf.zeros([5]), 0.1, 0.9,
+                              0.999, 0.0, 0.0)
+
+
 @pytest.mark.parametrize("xla", [True, False])
-def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, xla):
+@pytest.mark.parametrize("native", [True, False])
+def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, monkeypatch, xla, native):
     """Three of the trainer's steps on a LogisticModel against the starter's train.py written out in
     NumPy (float64): inputs L2-normalised, CrossEntropyLoss (eps 1e-5) + l2 * sum(W^2) / 2, each gradient
     clipped by its own norm, tf.train.AdamOptimizer on the staircase rate over examples seen. The L2
     penalty is large enough to matter, the batch clips the kernel's gradient and not the bias's, and the
-    rate decays after the second step."""
+    rate decays after the second step. With the fused Adam op (the penalty's gradient added in the
+    optimizer's update, the loss without it) and with TensorFlow's ops."""
     from yt8m_engine.train.trainer import _Run
+
+    native_ops(monkeypatch, native)
 
     classes, batch, l2, lr, clip = 40, 8, 0.5, 0.05, 3.0
     cfg = small_config("LogisticModel", num_classes=classes, l2_penalty=l2)
@@ -544,6 +610,7 @@ def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, xla):
     run = _Run(cfg, tcfg, None, None, lambda s: None)
     run.prepare(True)
     run.build()
+    assert (run.optimizer.l2 is not None) == native
     step = run.step_function(xla)
     head = run.model.get_layer("head")
     params = {"w": head.kernel.numpy().astype(np.float64), "b": head.bias.numpy().astype(np.float64)}

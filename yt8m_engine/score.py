@@ -20,7 +20,7 @@ from . import __version__
 from . import format as fmt
 from .errors import Yt8mError
 from .io.proto import csr_bytes
-from .io.files import AtomicWriter, file_signature, is_url, open_input, read_full, resolve_files
+from .io.files import AtomicWriter, cache_dir, file_signature, is_url, open_input, read_full, resolve_files
 from .io.reader import Reader, note_lines
 from .progress import Progress
 from .results import ScoreResult
@@ -40,12 +40,6 @@ class Ratings:
     @property
     def size(self) -> int:
         return int(self.keys.size)
-
-
-def cache_dir() -> str:
-    base = os.environ.get("YT8M_ENGINE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "yt8m-engine")
-    return base
 
 
 def _cache_key(files: list[str], skip_corrupt: bool) -> str:

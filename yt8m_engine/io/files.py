@@ -16,6 +16,13 @@ from .. import format as fmt
 from ..errors import Yt8mError
 
 
+def cache_dir() -> str:
+    """Where the engine keeps what it can make again (score's label cache, built ops): YT8M_ENGINE_CACHE, else
+    $XDG_CACHE_HOME/yt8m-engine, else ~/.cache/yt8m-engine."""
+    return os.environ.get("YT8M_ENGINE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "yt8m-engine")
+
+
 def is_url(path: str) -> bool:
     """gs://, s3://, memory://, file:// ...: read through fsspec (pip install 'yt8m-engine[cloud]')."""
     return "://" in path

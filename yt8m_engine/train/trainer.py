@@ -238,6 +238,8 @@ class _Run:
                 from .optim import FusedOptimizer
 
                 self.optimizer = FusedOptimizer(tcfg, self.train_model.trainable_variables, replicas=replicas)
+                # (where it can: the weights' L2 penalty then leaves the loss for the optimizer's fused update)
+                self.optimizer.take_l2(self.train_model.trainable_variables, tcfg.regularization_penalty, self.echo)
             self.step_var = tf.Variable(0, dtype=tf.int64, name="step")
         self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step_var)
         self.manager = tf.train.CheckpointManager(self.ckpt, self.ckpt_dir, max_to_keep=5)
@@ -296,7 +298,11 @@ class _Run:
                 preds = model(inputs, training=True)
                 loss = loss_fn(preds, labels, weights)
                 # (--regularization_penalty 0: no L2 term at all, not its gradient's passes times zero)
-                reg = tf.add_n(model.losses) if model.losses and tcfg.regularization_penalty else 0.0
+                losses = model.losses if tcfg.regularization_penalty else []
+                if getattr(optimizer, "l2", None) is not None:  # the optimizer adds the weights' L2 gradient:
+                    # only what layers add_loss'ed stays (Keras lists those first, then the weights' penalties)
+                    losses = losses[:len(losses) - sum(v.regularizer is not None for v in model.trainable_variables)]
+                reg = tf.add_n(losses) if losses else 0.0
                 # gradients are summed over replicas: scale so that they average
                 total = (loss + tcfg.regularization_penalty * reg) / strategy.num_replicas_in_sync
                 scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
