@@ -62,11 +62,14 @@ class FusedOptimizer(tf.Module):
 
     def take_l2(self, variables, penalty: float, echo=print) -> bool:
         """Whether this optimizer takes the weights' L2 penalty over (then the loss leaves it out): Adam on
-        float32 weights whose regularizers are all the starter's l2 (layers.L2Loss) or none, where the fused
-        op builds. The penalty's gradient, --regularization_penalty x l2 x w, is then added in the update."""
+        float32 weights whose regularizers are all the starter's l2 (layers.L2Loss) or none, on the CPU
+        (no GPU visible), where the fused op builds. The penalty's gradient, --regularization_penalty x l2
+        x w, is then added in the update."""
         from .layers import L2Loss
 
         regs = [getattr(v, "regularizer", None) for v in variables]
+        if tf.config.list_logical_devices("GPU"):  # (a CPU kernel only: the weights live on the GPU there)
+            return False
         if self.kind != "adam" or any(r is not None and type(r) is not L2Loss for r in regs) or any(
                 v.dtype != tf.float32 for v in variables):
             return False
