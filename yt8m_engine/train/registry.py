@@ -13,7 +13,11 @@ A new architecture is one file in train/backbones/ (or train/heads/) with
     lower(g, model, cfg, inp) -> pooled       its ONNX nodes (export.graph.Graph), or no `lower`:
                                               `export` then says it has no ONNX lowering
 plus one line below. It then trains, exports, infers and runs the parity tests (tests/test_export.py
-iterate over MODELS) without any other edit.
+iterate over MODELS) without any other edit. Optional training hooks of a backbone's file:
+    host_pool(frames, frame_offsets, num_frames)   a backbone without weights pooled by the input
+                                              pipeline (mean.py); models.host_input
+    host_sample(cfg) -> fn                    frames sampled by the input pipeline (dbof.py)
+    train_setup(model, batch_size, xla)       set before the trainer traces its step (lstm.py: its groups)
 """
 from __future__ import annotations
 

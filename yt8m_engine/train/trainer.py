@@ -285,13 +285,12 @@ class _Run:
     def step_function(self, xla: bool):
         """One training step under the strategy: (mean loss, predictions, labels) of the whole batch."""
         tf, tcfg, model, optimizer, strategy = _tf(), self.tcfg, self.train_model, self.optimizer, self.strategy
-        from .backbones.lstm import length_lstm
         from .losses import LOSSES
 
         loss_fn = LOSSES[tcfg.label_loss]
-        for layer in model.layers:  # LengthLSTM's groups (shapes that follow the data do not compile)
-            if isinstance(layer, length_lstm()):
-                layer.groups = 0 if xla else min(8, tcfg.batch_size // 128)
+        backbone, _ = self.mcfg.parts()
+        if hasattr(backbone, "train_setup"):  # (the registry's optional hook: LstmModel's groups)
+            backbone.train_setup(model, tcfg.batch_size, xla)
 
         def grad_fn(inputs, labels, weights):
             with tf.GradientTape() as tape:

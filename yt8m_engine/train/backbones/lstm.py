@@ -38,6 +38,15 @@ def build(cfg, inputs):
     return LastStep(name="last_step")(seq, inputs["num_frames"])
 
 
+def train_setup(model, batch_size: int, xla: bool) -> None:
+    """The trainer's hook before it traces its step: each LengthLSTM's groups, batch size // 128 up to 8
+    (a group's products stay large; below 256, one group would save little and its graph costs), none
+    under XLA, which compiles static shapes only."""
+    for layer in model.layers:
+        if isinstance(layer, length_lstm()):
+            layer.groups = 0 if xla else min(8, batch_size // 128)
+
+
 @functools.cache
 def length_lstm():
     """LengthLSTM, defined on first use: importing this file (for its Options) loads no Keras."""
@@ -55,9 +64,8 @@ def length_lstm():
         batches of 1024. Where the groups would save less than `saving` (30%) of the steps (the real
         data's videos, most of 120-300 frames), the batch runs Keras' loop as it is.
 
-        `groups` (0: Keras' LSTM as it is) is the trainer's: batch size // 128 up to 8 (a group's
-        products stay large; below 256, one group would save little and its graph costs), and 0 under
-        XLA, which compiles static shapes only. A batch smaller than `groups` leaves groups empty."""
+        `groups` (0: Keras' LSTM as it is) is set for training by train_setup above. A batch smaller
+        than `groups` leaves groups empty."""
 
         groups, saving = 0, 0.3
 
