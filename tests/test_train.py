@@ -579,6 +579,30 @@ def test_clipped_adam_op_equals_the_starters_update(monkeypatch, l2, clip, size)
         assert hits == [False, True, True]
 
 
+def test_without_the_fused_op_training_says_why_and_a_failed_build_is_not_retried(monkeypatch, tmp_path):
+    """A compiler that fails: one line while it builds, one saying TensorFlow's ops train instead, the
+    compiler's output kept; the next process neither builds again nor says more. No compiler: said."""
+    from yt8m_engine.train import ops
+
+    monkeypatch.setattr(ops, "_cache_dirs", lambda: [str(tmp_path / "ops")])
+    monkeypatch.delenv("YT8M_ENGINE_NATIVE_OPS", raising=False)
+    monkeypatch.setenv("CXX", "false")  # (found, and exits 1)
+    said = []
+    for _ in range(2):
+        monkeypatch.setattr(ops, "_loaded", {})
+        assert ops.clipped_adam(said.append) is None
+    assert len(said) == 2 and "building" in said[0] and "uses TensorFlow's Adam ops" in said[1], said
+    failed = list((tmp_path / "ops").glob("clipped_adam-*.failed"))
+    assert len(failed) == 1 and str(failed[0]) in said[1] and "false" in failed[0].read_text()
+    monkeypatch.setattr(ops, "_loaded", {})
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    assert ops.clipped_adam(said.append) is None and "no C++ compiler" in said[-1]
+    from yt8m_engine.train.optim import FusedOptimizer
+
+    var = tf.Variable(tf.zeros([3]))
+    assert not FusedOptimizer(TrainConfig(), [var]).take_l2([var], 1.0, said.append)  # (TensorFlow's ops then)
+
+
 def test_clipped_adam_op_checks_its_inputs(monkeypatch):
     lib = native_ops(monkeypatch, True)
     a, b = tf.Variable(tf.zeros([4])), tf.Variable(tf.zeros([4]))
