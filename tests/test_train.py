@@ -634,7 +634,7 @@ def test_training_steps_are_the_starters_maths(synth_dir, tmp_path, monkeypatch,
     run = _Run(cfg, tcfg, None, None, lambda s: None)
     run.prepare(True)
     run.build()
-    assert (run.optimizer.l2 is not None) == native
+    assert (run.optimizer.l2_in_update is not None) == native
     step = run.step_function(xla)
     head = run.model.get_layer("head")
     params = {"w": head.kernel.numpy().astype(np.float64), "b": head.bias.numpy().astype(np.float64)}

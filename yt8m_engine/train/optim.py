@@ -55,7 +55,7 @@ class FusedOptimizer(tf.Module):
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         init = {"accumulator": 0.1, "ms": 1.0}  # tf.train's initial values; the other slots start at 0
-        self.l2 = None  # per variable, the L2 penalty's gradient coefficient where this optimizer applies it (take_l2)
+        self.l2_in_update = None  # per variable, the L2 gradient's coefficient where the update adds it (take_l2)
         self.slots = {s: [tf.Variable(tf.fill(v.shape, tf.constant(init.get(s, 0.0), v.dtype)), trainable=False,
                                       name=f"{s}_{i}") for i, v in enumerate(variables)]
                       for s in _SLOTS[self.kind]}
@@ -67,9 +67,9 @@ class FusedOptimizer(tf.Module):
         x w, is then added in the update."""
         from .layers import L2Loss
 
-        regs = [getattr(v, "regularizer", None) for v in variables]
         if tf.config.list_logical_devices("GPU"):  # (a CPU kernel only: the weights live on the GPU there)
             return False
+        regs = [getattr(v, "regularizer", None) for v in variables]
         if self.kind != "adam" or any(r is not None and type(r) is not L2Loss for r in regs) or any(
                 v.dtype != tf.float32 for v in variables):
             return False
@@ -78,7 +78,8 @@ class FusedOptimizer(tf.Module):
         self._op = clipped_adam(echo)
         if self._op is None:
             return False
-        self.l2 = tuple(float(penalty) * r.l2 if r is not None else 0.0 for r in regs)  # (a tuple: not tracked)
+        # (a tuple: a list would be tracked into the checkpoint)
+        self.l2_in_update = tuple(float(penalty) * r.l2 if r is not None else 0.0 for r in regs)
         return True
 
     @property
@@ -99,14 +100,14 @@ class FusedOptimizer(tf.Module):
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in grads_and_vars])
             grads_and_vars = list(zip(summed, [v for _, v in grads_and_vars]))
-        if self.l2 is not None:  # the fused op: the penalty's gradient, the clip and Adam in two passes
+        if self.l2_in_update is not None:  # the fused op: the penalty's gradient, the clip and Adam in two passes
             lr, t = self.learning_rate, tf.cast(self.iterations + 1, tf.float32)
             b1p, b2p = tf.pow(0.9, t), tf.pow(0.999, t)
             for i, (g, v) in enumerate(grads_and_vars):
                 var = v.value if hasattr(v, "value") and hasattr(v.value, "handle") else v  # a Keras 3 variable
                 self._op.yt8m_clipped_adam(var.handle, self.slots["m"][i].handle, self.slots["v"][i].handle,
-                                           tf.convert_to_tensor(g), lr, b1p, b2p, self.l2[i], self.clip_norm,
-                                           beta1=0.9, beta2=0.999, epsilon=1e-8)
+                                           tf.convert_to_tensor(g), lr, b1p, b2p, self.l2_in_update[i],
+                                           self.clip_norm, beta1=0.9, beta2=0.999, epsilon=1e-8)
             self.iterations.assign_add(1)
             return
         if self.clip_norm > 0:

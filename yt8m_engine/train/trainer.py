@@ -298,7 +298,7 @@ class _Run:
                 loss = loss_fn(preds, labels, weights)
                 # (--regularization_penalty 0: no L2 term at all, not its gradient's passes times zero)
                 losses = model.losses if tcfg.regularization_penalty else []
-                if getattr(optimizer, "l2", None) is not None:  # the optimizer adds the weights' L2 gradient:
+                if getattr(optimizer, "l2_in_update", None) is not None:  # the optimizer adds the weights' L2 gradient:
                     # only what layers add_loss'ed stays (Keras lists those first, then the weights' penalties)
                     losses = losses[:len(losses) - sum(v.regularizer is not None for v in model.trainable_variables)]
                 reg = tf.add_n(losses) if losses else 0.0
