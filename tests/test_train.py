@@ -581,10 +581,12 @@ def test_clipped_adam_op_equals_the_starters_update(monkeypatch, l2, clip, size)
 
 def test_without_the_fused_op_training_says_why_and_a_failed_build_is_not_retried(monkeypatch, tmp_path):
     """A compiler that fails: one line while it builds, one saying TensorFlow's ops train instead, the
-    compiler's output kept; the next process neither builds again nor says more. No compiler: said."""
+    compiler's output kept (in the next place where the first cannot be written); the next process neither
+    builds again nor says more. No compiler: said."""
     from yt8m_engine.train import ops
 
-    monkeypatch.setattr(ops, "_cache_dirs", lambda: [str(tmp_path / "ops")])
+    (tmp_path / "a-file").write_text("")  # (no folder can be made there)
+    monkeypatch.setattr(ops, "_cache_dirs", lambda: [str(tmp_path / "a-file" / "ops"), str(tmp_path / "ops")])
     monkeypatch.delenv("YT8M_ENGINE_NATIVE_OPS", raising=False)
     monkeypatch.setenv("CXX", "false")  # (found, and exits 1)
     said = []
