@@ -36,6 +36,7 @@ def clip_by_norm(grads: list, clip_norm: float) -> list:
     return out
 
 
+_ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # tf.train.AdamOptimizer's defaults, as the starter's
 _SLOTS = {"adam": ("m", "v"), "sgd": (), "momentum": ("momentum",), "adagrad": ("accumulator",),
           "rmsprop": ("ms", "mom")}
 
@@ -100,29 +101,24 @@ class FusedOptimizer(tf.Module):
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in grads_and_vars])
             grads_and_vars = list(zip(summed, [v for _, v in grads_and_vars]))
-        if self.l2_in_update is not None:  # the fused op: the penalty's gradient, the clip and Adam in two passes
-            lr, t = self.learning_rate, tf.cast(self.iterations + 1, tf.float32)
-            b1p, b2p = tf.pow(0.9, t), tf.pow(0.999, t)
-            for i, (g, v) in enumerate(grads_and_vars):
-                var = v.value if hasattr(v, "value") and hasattr(v.value, "handle") else v  # a Keras 3 variable
-                self._op.yt8m_clipped_adam(var.handle, self.slots["m"][i].handle, self.slots["v"][i].handle,
-                                           tf.convert_to_tensor(g), lr, b1p, b2p, self.l2_in_update[i],
-                                           self.clip_norm, beta1=0.9, beta2=0.999, epsilon=1e-8)
-            self.iterations.assign_add(1)
-            return
-        if self.clip_norm > 0:
+        fused = self.l2_in_update is not None  # (our op: the penalty's gradient, the clip and Adam in two passes)
+        if self.clip_norm > 0 and not fused:
             grads_and_vars = list(zip(clip_by_norm([g for g, _ in grads_and_vars], self.clip_norm),
                                       [v for _, v in grads_and_vars]))
         lr = self.learning_rate
         t = tf.cast(self.iterations + 1, tf.float32)
+        if self.kind == "adam":
+            powers = tf.pow(_ADAM["beta1"], t), tf.pow(_ADAM["beta2"], t)
         for i, (g, v) in enumerate(grads_and_vars):
             var = v.value if hasattr(v, "value") and hasattr(v.value, "handle") else v  # a Keras 3 variable
             lr_v = tf.cast(lr, var.dtype)
-            if self.kind == "adam":
-                b1, b2 = 0.9, 0.999
+            if fused:
+                self._op.yt8m_clipped_adam(var.handle, self.slots["m"][i].handle, self.slots["v"][i].handle,
+                                           tf.convert_to_tensor(g), lr_v, *powers, self.l2_in_update[i],
+                                           self.clip_norm, **_ADAM)
+            elif self.kind == "adam":
                 tf.raw_ops.ResourceApplyAdam(var=var.handle, m=self.slots["m"][i].handle, v=self.slots["v"][i].handle,
-                                             beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=lr_v, beta1=b1,
-                                             beta2=b2, epsilon=1e-8, grad=g)
+                                             beta1_power=powers[0], beta2_power=powers[1], lr=lr_v, grad=g, **_ADAM)
             elif self.kind == "sgd":
                 tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=lr_v, delta=g)
             elif self.kind == "momentum":
