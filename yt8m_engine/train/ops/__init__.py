@@ -64,8 +64,12 @@ def _build(name: str, echo) -> tuple:
     cxx = _compiler()
     key = _key(cxx)
     dirs = _cache_dirs()
+
+    def paths(d: str) -> tuple:  # (the library, the failed build's compiler output) in place d
+        return os.path.join(d, f"{name}-{key}.so"), os.path.join(d, f"{name}-{key}.failed")
+
     for d in dirs:  # built already (or failed already) in one of the places
-        lib, failed = os.path.join(d, f"{name}-{key}.so"), os.path.join(d, f"{name}-{key}.failed")
+        lib, failed = paths(d)
         if os.path.exists(lib):
             try:
                 return tf.load_op_library(lib), ""
@@ -85,10 +89,11 @@ def _build(name: str, echo) -> tuple:
             except OSError:
                 continue  # not writable: the next place
             echo(f"building the fused Adam op for this machine, once (about 15 s; cached in {d})")
+            lib, failed = paths(d)
+            cmd = _command(cxx, tmp)
             try:
-                run = subprocess.run(_command(cxx, tmp), capture_output=True, text=True, timeout=900)
+                run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
                 if run.returncode == 0:
-                    lib = os.path.join(d, f"{name}-{key}.so")
                     os.replace(tmp, lib)
                     return tf.load_op_library(lib), ""
                 output = run.stdout + run.stderr
@@ -97,10 +102,9 @@ def _build(name: str, echo) -> tuple:
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
-            failed = os.path.join(d, f"{name}-{key}.failed")
             try:
                 with open(failed, "w") as f:
-                    f.write(" ".join(_command(cxx, "OUT.so")) + "\n\n" + output)
+                    f.write(" ".join(cmd) + "\n\n" + output)
             except OSError:
                 pass
             why = f"the build failed (compiler output: {failed})"
